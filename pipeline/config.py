@@ -1,0 +1,330 @@
+"""The configuration: pydantic models for ``config.yaml`` and its validation.
+
+Why the models are built at run time: plugins contribute their own preset
+sections (the built-in colour, resize and watermark stages among them), so the
+``Preset`` model is the core's fields plus whatever the loaded plugins declare
+(:func:`build_config_model`). Unknown keys are rejected everywhere, so a typo is
+an error rather than a silently ignored setting.
+
+Every problem is reported as ``FILE:LINE: dotted.key: message`` through
+:class:`~pipeline.errors.ConfigError`, pointing at the YAML line to edit.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+
+from pipeline.errors import ConfigError
+from pipeline.nst.layer_names import LAYER_NAMES
+from pipeline.yamlsource import KeyPath, YamlDocument
+
+#: A plugin's contribution to the preset model: section name -> (annotation, default).
+PresetFields = Mapping[str, tuple[Any, Any]]
+
+DEFAULT_STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+DEFAULT_CONTENT_LAYERS = ["conv4_2"]
+SPECIAL_WEIGHTS = ("torchvision", "random")
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Paths in the config are relative to the config file's folder."""
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return Path(value).absolute()
+
+
+def _check_layer(name: str) -> str:
+    if name not in LAYER_NAMES:
+        raise ValueError(f"unknown layer {name!r}; VGG19 layers are conv1_1 … conv5_4")
+    return name
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+LayerName = Annotated[str, AfterValidator(_check_layer)]
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, values are re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StyleRef(Strict):
+    """One image of a style blend, with its share of the blended Gram matrices."""
+
+    image: ConfigPath = Field(description="Style image, relative to the config file.")
+    weight: float = Field(1.0, gt=0, description="Relative weight in the blend (normalised to sum 1).")
+
+
+class OutputOptions(Strict):
+    """How the result is encoded."""
+
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="Output file format.")
+    quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG).")
+    keep_metadata: bool = Field(
+        True, description="Carry the photo's EXIF (orientation reset to 1) and ICC profile to the output."
+    )
+
+
+class PresetBase(Strict):
+    """The core of a preset: what style, at what size, with which objective (Gatys et al. 2016)."""
+
+    style: ConfigPath | list[StyleRef] = Field(
+        description="Style image, or a list of {image, weight} to blend several styles."
+    )
+    size: int = Field(512, ge=16, le=16384, description="Long edge of the working image in px.")
+    style_scale: float = Field(1.0, gt=0, le=8, description="Style image long edge = size × style_scale.")
+    iterations: int = Field(300, ge=1, description="Evaluation budget of the optimiser.")
+    content_weight: float = Field(1.0, ge=0, description="α: weight of the content term.")
+    style_weight: float = Field(1e6, ge=0, description="β: weight of the style term.")
+    content_layers: list[LayerName] = Field(
+        default_factory=lambda: list(DEFAULT_CONTENT_LAYERS), min_length=1, description="Layers of the content term."
+    )
+    style_layers: list[LayerName] = Field(
+        default_factory=lambda: list(DEFAULT_STYLE_LAYERS), min_length=1, description="Layers of the style term."
+    )
+    style_layer_weights: list[Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="w_l per style layer; default equal weights summing to 1."
+    )
+    tv_weight: float = Field(0.0, ge=0, description="Weight of the total-variation smoothness term.")
+    init: Literal["content", "noise"] = Field("content", description="Start from the photo or from seeded noise.")
+    seed: int = Field(0, ge=0, description="Random seed: same seed, input and device give the same output.")
+    output: OutputOptions = Field(default_factory=OutputOptions)
+
+    @property
+    def style_images(self) -> list[StyleRef]:
+        """The style as a normalised blend list (a single image is a blend of one)."""
+        if isinstance(self.style, list):
+            return list(self.style)
+        return [StyleRef(image=self.style, weight=1.0)]
+
+    @property
+    def layer_weights(self) -> list[float]:
+        """Style layer weights, normalised to sum to 1 (equal by default)."""
+        weights = self.style_layer_weights or [1.0] * len(self.style_layers)
+        total = sum(weights)
+        return [w / total for w in weights] if total > 0 else [0.0 for _ in weights]
+
+
+class ModelOptions(Strict):
+    """Which VGG19 weights the engine uses."""
+
+    weights: str = Field(
+        "torchvision",
+        description="'torchvision' (ImageNet VGG19, downloaded and cached by torchvision), a path to a "
+        "torchvision-format VGG19 state dict (.pth or .safetensors), or 'random' (tests only).",
+    )
+    pooling: Literal["max", "avg"] = Field("max", description="Pooling layers: max (VGG's own) or avg.")
+
+    @field_validator("weights")
+    @classmethod
+    def _resolve_weights_path(cls, value: str, info: ValidationInfo) -> str:
+        if value in SPECIAL_WEIGHTS:
+            return value
+        return str(_resolve_path(Path(value), info))
+
+
+class Limits(Strict):
+    """Safety limits for untrusted input."""
+
+    max_pixels: int = Field(100_000_000, ge=1, description="Largest input accepted (width × height).")
+
+
+class PluginOptions(Strict):
+    """Where extra plugins come from and which to switch off."""
+
+    paths: list[ConfigPath] = Field(default_factory=list, description="Plugin .py files or folders of them.")
+    disabled: list[str] = Field(default_factory=list, description="Names of plugins not to load.")
+
+
+class ConfigBase(Strict):
+    """Top level of ``config.yaml`` (``presets`` is added by :func:`build_config_model`)."""
+
+    inbox: ConfigPath = Field(Path("inbox"), description="Folder photos are dropped into.")
+    outbox: ConfigPath = Field(Path("outbox"), description="Folder results are written to.")
+    processed: ConfigPath = Field(Path("processed"), description="Originals move here after success.")
+    failed: ConfigPath = Field(Path("failed"), description="Originals move here after a failure.")
+    state: ConfigPath = Field(Path("state"), description="The daemon's ledger and caches.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto|cpu|cuda|cuda:N|mps")
+    model: ModelOptions = Field(default_factory=ModelOptions)
+    limits: Limits = Field(default_factory=Limits)
+    default_preset: str = Field(description="Preset for photos dropped into the inbox itself.")
+    preset_defaults: dict[str, Any] = Field(
+        default_factory=dict, description="Settings every preset starts from; a preset's own keys win."
+    )
+    plugins: PluginOptions = Field(default_factory=PluginOptions)
+
+
+def build_config_model(extra_fields: PresetFields | None = None) -> type[ConfigBase]:
+    """Build the ``Config`` model with plugin-contributed preset sections."""
+    extra_fields = dict(extra_fields or {})
+    clash = sorted(set(extra_fields) & set(PresetBase.model_fields))
+    if clash:
+        raise ValueError(f"plugin preset options clash with built-in preset keys: {', '.join(clash)}")
+    preset_model = create_model("Preset", __base__=PresetBase, **extra_fields)  # type: ignore[call-overload]
+    return create_model(  # type: ignore[call-overload]
+        "Config",
+        __base__=ConfigBase,
+        presets=(dict[str, preset_model], Field(min_length=1, description="Preset name -> settings.")),
+    )
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _apply_preset_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    defaults = data.get("preset_defaults") or {}
+    presets = data.get("presets")
+    if not isinstance(defaults, Mapping) or not isinstance(presets, Mapping):
+        return data
+    data = dict(data)
+    data["presets"] = {
+        name: _deep_merge(defaults, preset) if isinstance(preset, Mapping) else preset
+        for name, preset in presets.items()
+    }
+    return data
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
+    """Keep only the parts of a pydantic error location that index into the data.
+
+    Pydantic inserts union-member names (``list[StyleRef]``, ``function-after[...]``)
+    into locations; users only know their own keys.
+    """
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, Mapping) and part in current:
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, Mapping) and isinstance(part, str) and not re.search(r"[\[\]]", part):
+            path.append(part)  # a missing required key, or an unknown one
+            current = None
+    return tuple(path)
+
+
+class ProblemCollector:
+    """Formats problems as ``FILE:LINE: dotted.key: message`` using the YAML line map."""
+
+    def __init__(self, path: Path, doc: YamlDocument) -> None:
+        self.path = path
+        self.doc = doc
+        self._problems: list[tuple[int, str]] = []
+
+    def line_of(self, key: KeyPath) -> int:
+        if key in self.doc.lines or len(key) < 3 or key[0] != "presets":
+            return self.doc.line_of(key)
+        # A key a preset inherited from preset_defaults is reported where it was written.
+        inherited = ("preset_defaults",) + tuple(key[2:])
+        if inherited in self.doc.lines:
+            return self.doc.line_of(inherited)
+        return self.doc.line_of(key)
+
+    def add(self, key: KeyPath, message: str) -> None:
+        dotted = ".".join(str(part) for part in key) or "(top level)"
+        line = self.line_of(key)
+        self._problems.append((line, f"{self.path}:{line}: {dotted}: {message}"))
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, in file order."""
+        return [text for _, text in sorted(self._problems, key=lambda item: item[0])]
+
+
+def _pydantic_message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    message = re.sub(r"^(Value|Assertion) error, ", "", message)
+    if error["type"] in {"model_type", "dict_type", "list_type"} or "unknown layer" in message:
+        return message
+    shown = repr(error["input"])
+    return f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+
+
+def _semantic_problems(config: Any, problems: ProblemCollector) -> None:
+    """Checks that need the whole config: names that must exist, files, folder layout."""
+    if config.default_preset not in config.presets:
+        known = ", ".join(sorted(config.presets))
+        problems.add(("default_preset",), f"unknown preset {config.default_preset!r} (presets: {known})")
+    for name, preset in config.presets.items():
+        if isinstance(preset.style, list):
+            refs = [(("presets", name, "style", i, "image"), ref.image) for i, ref in enumerate(preset.style)]
+        else:
+            refs = [(("presets", name, "style"), preset.style)]
+        for key, image in refs:
+            if not image.is_file():
+                problems.add(key, f"style image not found: {image}")
+        if preset.style_layer_weights is not None and len(preset.style_layer_weights) != len(preset.style_layers):
+            problems.add(
+                ("presets", name, "style_layer_weights"),
+                f"has {len(preset.style_layer_weights)} weights for {len(preset.style_layers)} style layers",
+            )
+    inbox = config.inbox
+    for key in ("outbox", "processed", "failed", "state"):
+        folder = getattr(config, key)
+        if folder == inbox or inbox in folder.parents:
+            problems.add((key,), f"{folder} is inside the inbox {inbox}; it would be picked up as new photos")
+        elif folder in inbox.parents:
+            problems.add((key,), f"the inbox {inbox} is inside {folder}")
+
+
+def validate_config(doc: YamlDocument, path: Path, extra_fields: PresetFields | None = None) -> Any:
+    """Validate a parsed YAML document; return the Config or raise ConfigError listing every problem."""
+    problems = ProblemCollector(path, doc)
+    if not isinstance(doc.data, Mapping):
+        problems.add((), "the config must be a mapping of keys to values")
+        raise ConfigError(problems.problems)
+    data = _apply_preset_defaults(dict(doc.data))
+    model = build_config_model(extra_fields)
+    try:
+        config = model.model_validate(data, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.add(_data_path(data, error["loc"]), _pydantic_message(error))
+        raise ConfigError(problems.problems) from None
+    _semantic_problems(config, problems)
+    if problems.problems:
+        raise ConfigError(problems.problems)
+    return config
+
+
+def validate_plugin_options(doc: YamlDocument, path: Path) -> PluginOptions:
+    """Validate just the ``plugins`` section: it decides which plugins (and so which keys) exist."""
+    raw = doc.data.get("plugins", {}) if isinstance(doc.data, Mapping) else {}
+    problems = ProblemCollector(path, doc)
+    try:
+        return PluginOptions.model_validate(raw or {}, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.add(("plugins",) + _data_path(raw, error["loc"]), _pydantic_message(error))
+        raise ConfigError(problems.problems) from None

@@ -1,0 +1,62 @@
+"""The errors photostyle reports to people, each with the exit status it maps to.
+
+Every error a user can cause (a bad config, a photo that is not a photo, weights
+that are missing) is one of these, so the CLI can print one clear line instead of
+a traceback. Anything else is a bug and does get a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PhotostyleError(Exception):
+    """Base class: ``str(error)`` is the complete message shown to the user."""
+
+    exit_code: int = 1
+
+
+class ConfigError(PhotostyleError):
+    """The configuration is invalid; ``problems`` holds one ``FILE:LINE: key: message`` each."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class PluginError(PhotostyleError):
+    """A plugin could not be loaded or implements a hook that does not exist."""
+
+    exit_code = 2
+
+
+class WeightsError(PhotostyleError):
+    """The network's weights are unavailable or not a VGG19 state dict."""
+
+    exit_code = 3
+
+
+class ImageLoadError(PhotostyleError):
+    """A photo could not be read: not an image, truncated, too large, unreadable."""
+
+
+class StageError(PhotostyleError):
+    """A stage of a job failed; names the stage and, when known, the plugin."""
+
+    def __init__(self, stage: str, plugin: str | None, reason: str) -> None:
+        where = f"{stage} stage (plugin {plugin!r})" if plugin else f"{stage} stage"
+        super().__init__(f"{where} failed: {reason}")
+        self.stage = stage
+        self.plugin = plugin
+        self.reason = reason
+
+
+class OutputError(StageError):
+    """The result could not be written (disk full, permission denied): retry later, keep the photo."""
+
+    def __init__(self, folder: str, reason: str) -> None:
+        super().__init__("save", None, f"cannot write to {folder}: {reason}")
+
+
+class Cancelled(PhotostyleError):
+    """A job was asked to stop (shutdown or time budget) before it finished."""

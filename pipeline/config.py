@@ -22,7 +22,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -41,13 +43,16 @@ DEFAULT_CONTENT_LAYERS = ["conv4_2"]
 SPECIAL_WEIGHTS = ("torchvision", "random")
 
 
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    """Paths in the config are relative to the config file's folder."""
-    base = (info.context or {}).get("base_dir")
+def resolve_config_path(value: Path, base_dir: Path | None) -> Path:
+    """Paths in the config are relative to the config file's folder; ``~`` is expanded."""
     value = value.expanduser()
-    if base is not None and not value.is_absolute():
-        value = Path(base) / value
-    return Path(value).absolute()
+    if base_dir is not None and not value.is_absolute():
+        value = Path(base_dir) / value
+    return value.absolute()
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    return resolve_config_path(value, (info.context or {}).get("base_dir"))
 
 
 def _check_layer(name: str) -> str:
@@ -56,20 +61,27 @@ def _check_layer(name: str) -> str:
     return name
 
 
+def _check_image_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"style image not found: {path}")
+    return path
+
+
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+StyleImagePath = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_check_image_file)]
 LayerName = Annotated[str, AfterValidator(_check_layer)]
 
 
 class Strict(BaseModel):
-    """Base for every config model: unknown keys are errors, values are re-validated on assignment."""
+    """Base for every config model: unknown keys are errors; defaults are validated too (relative paths resolve)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class StyleRef(Strict):
     """One image of a style blend, with its share of the blended Gram matrices."""
 
-    image: ConfigPath = Field(description="Style image, relative to the config file.")
+    image: StyleImagePath = Field(description="Style image, relative to the config file.")
     weight: float = Field(1.0, gt=0, description="Relative weight in the blend (normalised to sum 1).")
 
 
@@ -83,10 +95,17 @@ class OutputOptions(Strict):
     )
 
 
+# A single image or a blend; the discriminator keeps errors to the form the user wrote.
+StyleSpec = Annotated[
+    Annotated[StyleImagePath, Tag("image")] | Annotated[list[StyleRef], Tag("blend")],
+    Discriminator(lambda value: "blend" if isinstance(value, list) else "image"),
+]
+
+
 class PresetBase(Strict):
     """The core of a preset: what style, at what size, with which objective (Gatys et al. 2016)."""
 
-    style: ConfigPath | list[StyleRef] = Field(
+    style: StyleSpec = Field(
         description="Style image, or a list of {image, weight} to blend several styles."
     )
     size: int = Field(512, ge=16, le=16384, description="Long edge of the working image in px.")
@@ -107,6 +126,14 @@ class PresetBase(Strict):
     init: Literal["content", "noise"] = Field("content", description="Start from the photo or from seeded noise.")
     seed: int = Field(0, ge=0, description="Random seed: same seed, input and device give the same output.")
     output: OutputOptions = Field(default_factory=OutputOptions)
+
+    @field_validator("style_layer_weights")
+    @classmethod
+    def _one_weight_per_layer(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        layers = info.data.get("style_layers")
+        if value is not None and layers is not None and len(value) != len(layers):
+            raise ValueError(f"has {len(value)} weights for {len(layers)} style layers")
+        return value
 
     @property
     def style_images(self) -> list[StyleRef]:
@@ -271,27 +298,21 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
     return f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
 
 
-def _semantic_problems(config: Any, problems: ProblemCollector) -> None:
-    """Checks that need the whole config: names that must exist, files, folder layout."""
-    if config.default_preset not in config.presets:
-        known = ", ".join(sorted(config.presets))
-        problems.add(("default_preset",), f"unknown preset {config.default_preset!r} (presets: {known})")
-    for name, preset in config.presets.items():
-        if isinstance(preset.style, list):
-            refs = [(("presets", name, "style", i, "image"), ref.image) for i, ref in enumerate(preset.style)]
-        else:
-            refs = [(("presets", name, "style"), preset.style)]
-        for key, image in refs:
-            if not image.is_file():
-                problems.add(key, f"style image not found: {image}")
-        if preset.style_layer_weights is not None and len(preset.style_layer_weights) != len(preset.style_layers):
-            problems.add(
-                ("presets", name, "style_layer_weights"),
-                f"has {len(preset.style_layer_weights)} weights for {len(preset.style_layers)} style layers",
-            )
-    inbox = config.inbox
-    for key in ("outbox", "processed", "failed", "state"):
-        folder = getattr(config, key)
+def _cross_field_problems(data: Mapping[str, Any], base_dir: Path, problems: ProblemCollector) -> None:
+    """Checks that relate several keys: run on the raw data so they are reported with type errors."""
+    presets, default = data.get("presets"), data.get("default_preset")
+    if isinstance(presets, Mapping) and presets and isinstance(default, str) and default not in presets:
+        known = ", ".join(sorted(map(str, presets)))
+        problems.add(("default_preset",), f"unknown preset {default!r} (presets: {known})")
+    folders: dict[str, Path] = {}
+    for key in ("inbox", "outbox", "processed", "failed", "state"):
+        raw = data.get(key, ConfigBase.model_fields[key].default)
+        if isinstance(raw, (str, Path)):
+            folders[key] = resolve_config_path(Path(raw), base_dir)
+    inbox = folders.pop("inbox", None)
+    if inbox is None:
+        return
+    for key, folder in folders.items():
         if folder == inbox or inbox in folder.parents:
             problems.add((key,), f"{folder} is inside the inbox {inbox}; it would be picked up as new photos")
         elif folder in inbox.parents:
@@ -306,13 +327,13 @@ def validate_config(doc: YamlDocument, path: Path, extra_fields: PresetFields | 
         raise ConfigError(problems.problems)
     data = _apply_preset_defaults(dict(doc.data))
     model = build_config_model(extra_fields)
+    _cross_field_problems(data, path.parent, problems)
+    config = None
     try:
         config = model.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:
         for error in exc.errors():
             problems.add(_data_path(data, error["loc"]), _pydantic_message(error))
-        raise ConfigError(problems.problems) from None
-    _semantic_problems(config, problems)
     if problems.problems:
         raise ConfigError(problems.problems)
     return config

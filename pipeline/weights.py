@@ -38,6 +38,12 @@ HOW_TO_FIX = (
 )
 
 
+def _brief(exc: BaseException) -> str:
+    """The first line of an exception (torch's unpickling errors run to paragraphs)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def cache_path() -> Path:
     """Where torchvision keeps (and looks for) the ImageNet VGG19 weights."""
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
@@ -53,7 +59,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable/unpicklable file is the same user problem
-        raise WeightsError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc}); {HOW_TO_FIX}") from None
+        raise WeightsError(f"{path}: not a readable state dict ({_brief(exc)}); {HOW_TO_FIX}") from None
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: not a state dict (a {type(state).__name__}); {HOW_TO_FIX}")
     return state
@@ -89,7 +95,7 @@ def _download_torchvision() -> Mapping[str, torch.Tensor]:
     except Exception as exc:  # offline, proxy, disk full: all end the same way
         raise WeightsError(
             f"ImageNet VGG19 weights are not cached at {cache_path()} and could not be downloaded "
-            f"({type(exc).__name__}: {exc}); {HOW_TO_FIX}"
+            f"({_brief(exc)}); {HOW_TO_FIX}"
         ) from None
 
 

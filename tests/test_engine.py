@@ -1,0 +1,243 @@
+"""The style-transfer engine: the seed's objective term by term, the optimiser, the network and its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from pipeline.errors import Cancelled, WeightsError
+from pipeline.nst.engine import EngineSettings, stylize
+from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+from pipeline.nst.layer_names import LAYER_INDEX, LAYER_NAMES
+from pipeline.nst.losses import content_loss, gram_matrix, style_layer_loss, total_variation
+from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.weights import features_state_dict, load_features
+
+STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+@pytest.fixture(scope="module")
+def random_features() -> nn.Sequential:
+    features = vgg19_features()
+    init_like_torchvision(features, seed=0)
+    return features.eval()
+
+
+def make_objective(features: nn.Sequential, content: torch.Tensor, style: torch.Tensor,
+                   style_weight: float = 1e5, tv_weight: float = 0.0) -> Objective:
+    weights = ObjectiveWeights(
+        content_weight=1.0, style_weight=style_weight, tv_weight=tv_weight,
+        content_layers=("conv4_2",), style_layers=STYLE_LAYERS, style_layer_weights=(0.2,) * 5,
+    )
+    extractor = FeatureExtractor(features, weights.layers)
+    targets = style_targets(extractor, [style], [1.0], weights.style_layers)
+    return Objective(extractor, content, targets, weights)
+
+
+def images(seed: int = 0, size: tuple[int, int] = (24, 32)) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    content = torch.rand((1, 3, *size), generator=generator)
+    style = torch.rand((1, 3, *size), generator=generator)
+    return content, style
+
+
+# -- the loss terms against hand-computed values (Gatys et al. 2016, eqs. 1, 3, 4) -----------------
+
+def test_gram_matrix_is_f_times_f_transpose() -> None:
+    # N = 2 channels, M = 3 positions (1 x 3)
+    features = torch.tensor([[[[1.0, 2.0, 3.0]], [[0.0, 1.0, -1.0]]]])
+    expected = torch.tensor([[[1 + 4 + 9, 0 + 2 - 3], [0 + 2 - 3, 0 + 1 + 1]]], dtype=torch.float32)
+    assert torch.equal(gram_matrix(features), expected)
+
+
+def test_content_loss_is_half_sum_of_squares() -> None:
+    features = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    target = torch.tensor([[[[0.0, 2.0], [1.0, 8.0]]]])
+    assert content_loss(features, target).item() == pytest.approx(0.5 * (1 + 0 + 4 + 16))
+
+
+def test_style_layer_loss_matches_the_paper_formula() -> None:
+    # E = sum (G - A)^2 / (4 N^2 M^2), with N = 2, M = 2
+    features = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])
+    style = torch.tensor([[[[0.0, 1.0]], [[1.0, 1.0]]]])
+    g = torch.tensor([[1 + 4, 3 + 0], [3 + 0, 9 + 0]], dtype=torch.float32)
+    a = torch.tensor([[0 + 1, 0 + 1], [0 + 1, 1 + 1]], dtype=torch.float32)
+    expected = ((g - a) ** 2).sum().item() / (4 * 2**2 * 2**2)
+    target = gram_matrix(style)[0] / 2  # targets are per-position Grams (A / M)
+    assert style_layer_loss(features, target).item() == pytest.approx(expected)
+
+
+def test_total_variation_sums_squared_neighbour_differences() -> None:
+    image = torch.tensor([[[[0.0, 1.0], [3.0, 3.0]]]])
+    # vertical: (3-0)^2 + (3-1)^2 = 13; horizontal: (1-0)^2 + (3-3)^2 = 1
+    assert total_variation(image).item() == pytest.approx(14.0)
+
+
+def test_objective_is_the_weighted_sum_of_its_terms(random_features: nn.Sequential) -> None:
+    content, style = images()
+    objective = make_objective(random_features, content, style, style_weight=10.0, tv_weight=0.5)
+    x = torch.rand_like(content)
+    terms = objective.evaluate(x)
+    features = objective.extractor(x)
+    content_term = content_loss(features["conv4_2"], objective.content_targets["conv4_2"]).item()
+    style_term = sum(0.2 * style_layer_loss(features[l], objective.style_targets[l]).item() for l in STYLE_LAYERS)
+    tv_term = total_variation(x).item()
+    assert terms.content == pytest.approx(content_term, rel=1e-5)
+    assert terms.style == pytest.approx(10.0 * style_term, rel=1e-5)
+    assert terms.tv == pytest.approx(0.5 * tv_term, rel=1e-5)
+    assert terms.total == pytest.approx(terms.content + terms.style + terms.tv, rel=1e-6)
+
+
+def test_style_blend_averages_gram_matrices(random_features: nn.Sequential) -> None:
+    _, style_a = images(1)
+    _, style_b = images(2)
+    extractor = FeatureExtractor(random_features, STYLE_LAYERS)
+    a = style_targets(extractor, [style_a], [1.0], STYLE_LAYERS)
+    b = style_targets(extractor, [style_b], [1.0], STYLE_LAYERS)
+    blend = style_targets(extractor, [style_a, style_b], [3.0, 1.0], STYLE_LAYERS)
+    for layer in STYLE_LAYERS:
+        assert torch.allclose(blend[layer], 0.75 * a[layer] + 0.25 * b[layer], rtol=1e-5, atol=1e-6)
+
+
+# -- the network -------------------------------------------------------------------------------
+
+def test_layer_names_are_relu_outputs_of_torchvision_vgg19() -> None:
+    reference = torchvision.models.vgg19(weights=None).features
+    assert len(LAYER_NAMES) == 16
+    for name, index in LAYER_INDEX.items():
+        assert isinstance(reference[index], nn.ReLU), name
+        conv = reference[index - 1]
+        assert isinstance(conv, nn.Conv2d), name
+        block = int(name[4])
+        assert conv.out_channels == {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[block]
+    assert (LAYER_INDEX["conv1_1"], LAYER_INDEX["conv4_2"], LAYER_INDEX["conv5_1"]) == (1, 22, 29)
+
+
+def test_network_is_cut_after_the_last_layer_used(random_features: nn.Sequential) -> None:
+    extractor = FeatureExtractor(random_features, ["conv1_1", "conv3_1"])
+    assert len(extractor.body) == LAYER_INDEX["conv3_1"] + 1
+    outputs = extractor(torch.rand(1, 3, 16, 16))
+    assert set(outputs) == {"conv1_1", "conv3_1"}
+    assert outputs["conv3_1"].shape == (1, 256, 4, 4)
+    assert (outputs["conv1_1"] >= 0).all(), "layers are ReLU outputs"
+
+
+def test_input_is_normalised_with_imagenet_statistics(random_features: nn.Sequential) -> None:
+    extractor = FeatureExtractor(random_features, ["conv1_1"])
+    image = torch.rand(1, 3, 8, 8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected = torch.relu(random_features[0]((image - mean) / std))
+    assert torch.allclose(extractor(image)["conv1_1"], expected, atol=1e-6)
+
+
+def test_avg_pooling_swaps_every_pooling_layer() -> None:
+    max_net, avg_net = vgg19_features("max"), vgg19_features("avg")
+    assert sum(isinstance(m, nn.MaxPool2d) for m in max_net) == 5
+    assert sum(isinstance(m, nn.AvgPool2d) for m in avg_net) == 5
+    assert not any(isinstance(m, nn.MaxPool2d) for m in avg_net)
+    # and it changes what the network computes, with the same weights
+    avg_net.load_state_dict(max_net.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    deep_max = FeatureExtractor(max_net, ["conv3_1"])(x)["conv3_1"]
+    deep_avg = FeatureExtractor(avg_net, ["conv3_1"])(x)["conv3_1"]
+    assert not torch.allclose(deep_max, deep_avg)
+
+
+def test_load_features_with_avg_pooling_from_config_setting(tmp_path: Path) -> None:
+    net = load_features("random", pooling="avg")
+    assert sum(isinstance(m, nn.AvgPool2d) for m in net) == 5
+
+
+# -- weights -----------------------------------------------------------------------------------
+
+def _input_output(features: nn.Sequential) -> torch.Tensor:
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    return FeatureExtractor(features, ["conv2_1"])(x)["conv2_1"]
+
+
+def test_state_dict_saved_from_torchvision_vgg19_loads_from_a_path(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    reference = torchvision.models.vgg19(weights=None)
+    path = tmp_path / "vgg19.pth"
+    torch.save(reference.state_dict(), path)
+    loaded = load_features(str(path))
+    assert torch.equal(loaded[0].weight, reference.features[0].weight)
+    assert torch.equal(loaded[34].bias, reference.features[34].bias)
+    assert torch.allclose(_input_output(loaded), _input_output(reference.features.eval()))
+
+
+def test_safetensors_features_only_state_dict_loads(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    features = vgg19_features()
+    init_like_torchvision(features, seed=9)
+    path = tmp_path / "vgg19.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()}, str(path))
+    loaded = load_features(str(path))
+    assert torch.equal(loaded[10].weight, features[10].weight)
+
+
+@pytest.mark.parametrize("content", ["missing", "garbage", "wrong-shape"])
+def test_unusable_weights_file_gives_a_clear_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "weights.pth"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    elif content == "wrong-shape":
+        torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
+    with pytest.raises(WeightsError) as info:
+        load_features(str(path))
+    message = str(info.value)
+    assert str(path) in message and "photostyle weights import" in message
+    assert "\n" not in message
+
+
+def test_features_state_dict_names_the_missing_tensor() -> None:
+    state = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
+    del state["features.28.weight"]
+    with pytest.raises(WeightsError, match=r"features\.28\.weight"):
+        features_state_dict(state, "somefile")
+
+
+# -- the optimiser -----------------------------------------------------------------------------
+
+def test_optimisation_lowers_the_objective_and_keeps_the_working_size(random_features: nn.Sequential) -> None:
+    content, style = images(0, (20, 28))
+    objective = make_objective(random_features, content, style)
+    seen = []
+    result = stylize(content, objective, EngineSettings(iterations=12), on_progress=seen.append)
+    assert result.image.shape == content.shape
+    assert 0.0 <= result.image.min() and result.image.max() <= 1.0
+    assert result.final.total < 0.5 * result.initial.total
+    assert result.evaluations == len(seen) <= 12
+    assert [p.evaluation for p in seen] == list(range(1, len(seen) + 1))
+    assert seen[0].loss == result.initial
+
+
+def test_noise_init_is_reproducible_with_the_same_seed(random_features: nn.Sequential) -> None:
+    content, style = images(0, (16, 16))
+    objective = make_objective(random_features, content, style)
+    settings = EngineSettings(iterations=4, init="noise", seed=7)
+    first = stylize(content, objective, settings).image
+    second = stylize(content, objective, settings).image
+    other = stylize(content, objective, EngineSettings(iterations=4, init="noise", seed=8)).image
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+
+
+def test_should_stop_cancels_the_run(random_features: nn.Sequential) -> None:
+    content, style = images(0, (16, 16))
+    objective = make_objective(random_features, content, style)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(Cancelled):
+        stylize(content, objective, EngineSettings(iterations=50), should_stop=stop)
+    assert len(calls) == 2

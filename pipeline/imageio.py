@@ -144,7 +144,12 @@ def load_photo(path: Path, max_pixels: int) -> Photo:
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not an image, or a format photostyle cannot read") from None
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+        # Pillow's backstop fires inside Image.open (before our own size check) for anything over
+        # twice the limit, so this is the usual path for a huge image: name the setting that
+        # refused it, as the check above does, rather than only Pillow's doubled pixel figure.
+        raise ImageLoadError(
+            f"{path}: refused before decoding, over limits.max_pixels ({max_pixels / 1e6:.1f} megapixels): {exc}"
+        ) from None
     except PermissionError:
         raise ImageLoadError(f"{path}: permission denied") from None
     except FileNotFoundError:

@@ -87,7 +87,8 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {name!r} ({source}): {exc}") from None
+            details = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+            raise PluginError(f"plugin {name!r} ({source}): {details or exc}") from None
         self.sources[name] = source
 
     def unregister(self, name: str) -> None:

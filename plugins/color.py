@@ -41,8 +41,13 @@ def luminance_transfer(stylized: Image.Image, photo: Image.Image) -> Image.Image
 def _match_channel(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Remap 8-bit values so the source's cumulative histogram follows the reference's."""
     source_cdf = np.cumsum(np.bincount(source.ravel(), minlength=256)) / source.size
-    reference_cdf = np.cumsum(np.bincount(reference.ravel(), minlength=256)) / reference.size
-    mapping = np.interp(source_cdf, reference_cdf, np.arange(256))  # value -> value with the same quantile
+    # Interpolate over the values the photo actually has, not all 256 bins: unused bins make the
+    # reference CDF flat, and np.interp on a flat stretch picks its far end, so the result's
+    # brightest pixels (quantile 1.0) became 255 and the darkest fell below the photo's minimum,
+    # whatever the photo's own range was.
+    reference_values, reference_counts = np.unique(reference.ravel(), return_counts=True)
+    reference_cdf = np.cumsum(reference_counts) / reference.size
+    mapping = np.interp(source_cdf, reference_cdf, reference_values)  # value -> value with the same quantile
     return np.clip(np.rint(mapping), 0, 255).astype(np.uint8)[source]
 
 

@@ -181,6 +181,45 @@ class PluginOptions(Strict):
     disabled: list[str] = Field(default_factory=list, description="Names of plugins not to load.")
 
 
+DEFAULT_EXTENSIONS = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif", "avif"]
+# Names sync clients, browsers and editors give files that are not finished photos.
+DEFAULT_IGNORE = [
+    ".syncthing.*.tmp", "~syncthing~*", "*.part", "*.crdownload", "*.tmp", ".~*", "~$*",
+    ".DS_Store", "._*", "*.icloud", "*.partial", "*.download", "*.swp",
+]
+
+
+class WatchOptions(Strict):
+    """How ``photostyle watch`` decides a file is a finished photo, and what happens afterwards."""
+
+    stable_seconds: float = Field(3.0, ge=0, description="A file is taken once its size and mtime are unchanged this long.")
+    poll: bool = Field(False, description="Poll the inbox instead of OS events (NFS, SMB and other network shares).")
+    poll_interval: float = Field(2.0, gt=0, description="Seconds between polls when poll is true.")
+    rescan_seconds: float = Field(60.0, gt=0, description="Full inbox rescan interval: catches events the OS dropped.")
+    extensions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXTENSIONS), min_length=1,
+        description="File extensions taken as photos (case-insensitive, without dot).",
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IGNORE),
+        description="Glob patterns of names never taken (sync clients' temp files). Dotfiles are always ignored.",
+    )
+    after: Literal["move", "keep", "delete"] = Field(
+        "move", description="What happens to the original after success: move to processed/, keep, or delete."
+    )
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="On SIGTERM, seconds the running job may take to finish before it is abandoned."
+    )
+    retry_seconds: float = Field(30.0, gt=0, description="First retry delay when the outbox cannot be written.")
+    retry_max_seconds: float = Field(3600.0, gt=0, description="Longest retry delay (it doubles each time).")
+    empty_timeout: float = Field(300.0, gt=0, description="A file still empty (0 bytes) after this long is failed.")
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str]) -> list[str]:
+        return sorted({ext.lower().lstrip(".") for ext in value})
+
+
 class ConfigBase(Strict):
     """Top level of ``config.yaml`` (``presets`` is added by :func:`build_config_model`)."""
 
@@ -197,6 +236,7 @@ class ConfigBase(Strict):
         default_factory=dict, description="Settings every preset starts from; a preset's own keys win."
     )
     plugins: PluginOptions = Field(default_factory=PluginOptions)
+    watch: WatchOptions = Field(default_factory=WatchOptions)
 
 
 def build_config_model(extra_fields: PresetFields | None = None) -> type[ConfigBase]:

@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 class Worker:
     """Runs jobs for one :class:`~pipeline.app.App` on one device."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, cache: dict | None = None) -> None:
+        """``cache`` carries loaded models over from a previous worker (a config reload)."""
         self.app = app
         self.resources = WorkerResources(config=app.config, device=resolve_device(app.config.device))
+        if cache is not None:
+            self.resources.cache = cache
         self._prepared: set[str] = set()
 
     def prepare(self, preset: str) -> None:

@@ -1,0 +1,49 @@
+"""What happens to an original after its job: processed/, failed/ with a note, kept, or deleted.
+
+Originals are moved, never copied-and-deleted blindly and never overwritten
+(:mod:`pipeline.fileops`); the sub-folder under the inbox (the preset folder) is
+kept, so ``inbox/mosaic/a.jpg`` becomes ``processed/mosaic/a.jpg``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.fileops import move_without_overwrite, write_text_atomic
+
+
+def _relative_folder(path: Path, inbox: Path) -> Path:
+    try:
+        return path.parent.relative_to(inbox)
+    except ValueError:
+        return Path()
+
+
+def after_success(path: Path, config: Any) -> Path | None:
+    """Apply ``watch.after``; return where the original went (None when kept or deleted)."""
+    policy = config.watch.after
+    if policy == "keep":
+        return None
+    if policy == "delete":
+        path.unlink(missing_ok=True)
+        return None
+    return move_without_overwrite(path, config.processed / _relative_folder(path, config.inbox))
+
+
+def error_paragraph(name: str, preset: str, stage: str, reason: str) -> str:
+    """The readable note left beside a failed photo."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return (
+        f"photostyle could not turn {name} into artwork (preset '{preset}', {when}): the {stage} stage failed "
+        f"because {reason.rstrip('.')}. The photo was moved here unchanged. If the problem can be fixed, move it "
+        f"back into the inbox to try again.\n"
+    )
+
+
+def after_failure(path: Path, config: Any, preset: str, stage: str, reason: str) -> Path:
+    """Move the original to ``failed/`` and write ``<name>.error.txt`` beside it; return the new path."""
+    moved = move_without_overwrite(path, config.failed / _relative_folder(path, config.inbox))
+    write_text_atomic(moved.with_name(moved.name + ".error.txt"), error_paragraph(path.name, preset, stage, reason))
+    return moved

@@ -35,10 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("-o", "--output-dir", type=Path, help="write here instead of outbox/<preset>/")
     process.add_argument("--json", action="store_true", help="one JSON object per photo on stdout")
 
+    watch = commands.add_parser("watch", parents=[common], help="run the watch-folder daemon in the foreground")
+    watch.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
+    status = commands.add_parser("status", parents=[common], help="the daemon's queue, running job and recent errors")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    service = commands.add_parser("service", help="run photostyle as a systemd service")
+    service_commands = service.add_subparsers(dest="service_command", required=True, metavar="ACTION")
+    service_install = service_commands.add_parser("install", parents=[common], help="write a systemd unit")
+    service_install.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user)")
+    service_install.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
+
     commands.add_parser("check", parents=[common], help="validate the config; exit 2 listing every problem")
     commands.add_parser("schema", parents=[common], help="print the config's JSON Schema")
     commands.add_parser("plugins", parents=[common], help="list loaded plugins, their source and hooks")
     commands.add_parser("presets", parents=[common], help="list presets with their style images and size")
+
+    show = commands.add_parser("show", help="show how a result was made (its sidecar)")
+    show.add_argument("output", type=Path, metavar="OUTPUT")
+    show.add_argument("--json", action="store_true", help="print the raw sidecar record")
+    commands.add_parser("gallery", parents=[common], help="rebuild outbox/index.html from the results' sidecars")
+    preview = commands.add_parser("preview", parents=[common], help="one photo in several presets, on a contact sheet")
+    preview.add_argument("photo", type=Path, metavar="PHOTO")
+    preview.add_argument("--presets", metavar="A,B,C", help="comma-separated presets (default: all)")
+    preview.add_argument("-o", "--output", type=Path, help="sheet file (default: ./<photo stem>-preview.png)")
+    preview.add_argument("--size", type=int, metavar="N", help="long edge of each cell in px (default: 160)")
 
     weights = commands.add_parser("weights", help="manage the VGG19 weights")
     weights_commands = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
@@ -69,8 +89,27 @@ def _run(args: argparse.Namespace) -> int:
             print(f"imported {args.file} -> {target}")
         print(weights.weights_status().describe())
         return 0
+    if args.command == "show":
+        from pipeline.commands.show import show
+
+        print(show(args.output, args.json))
+        return 0
+    if args.command == "watch":
+        from pipeline.daemon import watch
+        from pipeline.logs import setup_logging
+
+        setup_logging(args.log_format)
+        return watch(args.config)
     app = load_app(args.config)
-    if args.command == "check":
+    if args.command == "status":
+        from pipeline.commands.status import status
+
+        print(status(app.config, args.json))
+    elif args.command == "service":
+        from pipeline.commands.service import service_install
+
+        print(service_install(app, user=args.user, dry_run=args.dry_run))
+    elif args.command == "check":
         print(info.check(app))
     elif args.command == "plugins":
         print(info.plugins(app))
@@ -80,6 +119,14 @@ def _run(args: argparse.Namespace) -> int:
         from pipeline.commands.process import process
 
         return process(app, args.photos, args.preset, args.output_dir, args.json)
+    elif args.command == "gallery":
+        from pipeline.commands.gallery import gallery
+
+        print(gallery(app))
+    elif args.command == "preview":
+        from pipeline.commands.preview import preview
+
+        return preview(app, args.photo, args.presets, args.output, args.size)
     return 0
 
 

@@ -83,6 +83,7 @@ class JobResult:
     seconds: float
     timings: dict[str, float]
     report: dict[str, Any]
+    sidecar: Path | None = None  # <output>.json, once written (None if it could not be)
 
     def as_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -91,6 +92,7 @@ class JobResult:
             "preset": self.preset,
             "seconds": round(self.seconds, 3),
             "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
+            "sidecar": str(self.sidecar) if self.sidecar is not None else None,
         }
         record.update(self.report)
         return record

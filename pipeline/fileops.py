@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
@@ -33,8 +34,10 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _candidates(folder: Path, stem: str, suffix: str) -> list[Path]:
-    return [folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}") for n in range(100_000)]
+def _candidates(folder: Path, stem: str, suffix: str) -> Iterator[Path]:
+    """``stem.ext``, ``stem-1.ext``, ``stem-2.ext``, … (lazily: usually the first is free)."""
+    for n in range(100_000):
+        yield folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
 
 
 def claim_free_name(source: Path, folder: Path, stem: str, suffix: str) -> Path:
@@ -82,11 +85,16 @@ def write_new_file(data: bytes, folder: Path, stem: str, suffix: str) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically (for files photostyle owns: status, indexes)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (files photostyle owns: sidecars, thumbnails, sheets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o644)

@@ -77,7 +77,9 @@ def _scale_high_bit(image: Image.Image) -> Image.Image:
 
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """RGB flattened on white, plus the alpha mask when anything is not fully opaque."""
-    if image.mode == "P" and "transparency" in image.info or image.mode == "PA":
+    # A tRNS chunk marks transparency in palette PNGs and also, as one "colour key", in greyscale and
+    # RGB PNGs; without this the keyed colour would show as an opaque block instead of transparency.
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info or image.mode == "PA":
         image = image.convert("RGBA")
     if image.mode in ("LA", "La"):
         image = image.convert("RGBA")
@@ -166,10 +168,14 @@ def load_photo(path: Path, max_pixels: int) -> Photo:
     return Photo(image=rgb, alpha=alpha, exif=exif if len(exif) else None, icc_profile=icc, format=fmt, frames=frames)
 
 
-def resize_long_edge(image: Image.Image, long_edge: int) -> Image.Image:
-    """Lanczos resize so the longer side is ``long_edge`` px, keeping the aspect ratio."""
+def resize_long_edge(image: Image.Image, long_edge: int, min_short: int = 1) -> Image.Image:
+    """Lanczos resize so the longer side is ``long_edge`` px, keeping the aspect ratio.
+
+    ``min_short`` raises the scale when the short side would end up smaller (a
+    panorama at a small working size must still pass through VGG19's poolings).
+    """
     width, height = image.size
-    scale = long_edge / max(width, height)
+    scale = max(long_edge / max(width, height), min_short / min(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 

@@ -1,4 +1,4 @@
-"""One photo through the stages: load, preprocess, stylize, postprocess, save.
+"""One photo through the stages: load, preprocess, stylize, postprocess, save, then its sidecar.
 
 This is the single code path behind ``photostyle process`` and the daemon. It
 knows the stage *hooks*, never a particular stage: which plugins run is the
@@ -18,6 +18,7 @@ from pipeline.context import JobContext, JobResult, WorkerResources
 from pipeline.errors import Cancelled, OutputError, PhotostyleError, StageError
 from pipeline.imageio import EXTENSIONS, encode, load_photo, write_new_file
 from pipeline.plugin_host import PluginHost
+from pipeline.sidecar import write_sidecar
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,15 @@ def _save(image: object, ctx: JobContext, output_dir: Path) -> Path:
     return write_new_file(data, output_dir, ctx.source.stem, EXTENSIONS[options.format])
 
 
+def _record(result: JobResult, ctx: JobContext) -> Path | None:
+    """Write the result's sidecar; a failure leaves a good result without one, so it only warns."""
+    try:
+        return write_sidecar(result, ctx)
+    except OSError as exc:
+        ctx.log.warning("%s: sidecar not written: %s", result.output, exc.strerror or exc)
+        return None
+
+
 def run_job(
     request: JobRequest,
     host: PluginHost,
@@ -129,5 +139,6 @@ def run_job(
         timings=clock.timings,
         report=ctx.report,
     )
+    result.sidecar = clock.run("sidecar", lambda: _record(result, ctx))  # type: ignore[assignment]
     host.notify("job_finished", fatal=False, ctx=ctx, result=result)
     return result

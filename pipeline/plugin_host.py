@@ -25,12 +25,12 @@ import pluggy
 
 from pipeline import hookspecs
 from pipeline.config import PluginOptions
-from pipeline.errors import PhotostyleError, PluginError, StageError
+from pipeline.errors import Cancelled, PhotostyleError, PluginError, StageError
 
 log = logging.getLogger(__name__)
 
 #: Built-in plugins, registered in this order (which is the postprocess order).
-BUILTIN_PLUGINS = ("vgg_style", "color", "resize", "watermark")
+BUILTIN_PLUGINS = ("vgg_style", "color", "resize", "watermark", "gallery")
 ENTRY_POINT_GROUP = "photostyle"
 
 
@@ -147,8 +147,8 @@ class PluginHost:
         try:
             return impl.function(**arguments)
         except PhotostyleError as exc:
-            if isinstance(exc, StageError) or wrap is not StageError:
-                raise
+            if isinstance(exc, (StageError, Cancelled)) or wrap is not StageError:
+                raise  # already blamed, or a request to stop (not a failure)
             raise StageError(stage, impl.plugin_name, str(exc)) from exc
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"

@@ -9,6 +9,7 @@ per style, and hands tensors to the engine, which does no file I/O.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ from pipeline.context import JobContext, WorkerResources
 from pipeline.hookspecs import hookimpl
 from pipeline.imageio import load_photo, resize_long_edge
 from pipeline.nst.engine import EngineSettings, Progress, stylize as run_engine
+from pipeline.nst.layer_names import min_side
 from pipeline.nst.layers import FeatureExtractor
 from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
 from pipeline.tensors import image_to_tensor, tensor_to_image
-from pipeline.weights import load_features
+from pipeline.weights import load_features, weights_identity
 
 
 def network(resources: WorkerResources) -> torch.nn.Sequential:
@@ -67,7 +69,10 @@ def preset_style_targets(
     if key not in resources.cache:
         max_pixels = resources.config.limits.max_pixels
         images = [
-            image_to_tensor(resize_long_edge(load_photo(ref.image, max_pixels).image, long_edge), resources.device)
+            image_to_tensor(
+                resize_long_edge(load_photo(ref.image, max_pixels).image, long_edge, min_side(preset.style_layers)),
+                resources.device,
+            )
             for ref in refs
         ]
         resources.cache[key] = style_targets(extractor, images, [ref.weight for ref in refs], preset.style_layers)
@@ -85,7 +90,8 @@ def stylize(image: Image.Image, ctx: JobContext) -> Image.Image:
     preset = ctx.preset
     weights = objective_weights(preset)
     extractor = FeatureExtractor(network(ctx.resources), weights.layers)
-    content = image_to_tensor(resize_long_edge(image, preset.size), ctx.device)
+    smallest = min_side(weights.layers)
+    content = image_to_tensor(resize_long_edge(image, preset.size, smallest), ctx.device)
     targets = preset_style_targets(preset, extractor, ctx.resources)
     objective = Objective(extractor, content, targets, weights)
     settings = EngineSettings(iterations=preset.iterations, init=preset.init, seed=preset.seed)
@@ -95,9 +101,14 @@ def stylize(image: Image.Image, ctx: JobContext) -> Image.Image:
 
     result = run_engine(content, objective, settings, on_progress=report, should_stop=ctx.should_stop)
     ctx.report["loss"] = {"initial": result.initial.as_dict(), "final": result.final.as_dict()}
+    model = ctx.config.model
     ctx.report["engine"] = {
+        "name": "gatys-vgg19",
         "evaluations": result.evaluations,
         "working_size": [content.shape[3], content.shape[2]],
         "device": ctx.device,
+        "weights": weights_identity(model.weights),
+        "pooling": model.pooling,
+        "settings": {**asdict(settings), **asdict(weights)},
     }
     return tensor_to_image(result.image)

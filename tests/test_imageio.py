@@ -235,6 +235,21 @@ def test_palette_with_trns_is_flattened_on_white_with_a_mask(tmp_path: Path) -> 
     assert photo.alpha.getpixel((17, 7)) == 255
 
 
+@pytest.mark.parametrize(("mode", "key", "other"), [("L", 50, 200), ("RGB", (0, 0, 255), (200, 40, 40))])
+def test_colour_key_trns_in_grey_and_rgb_png_is_transparency(
+    tmp_path: Path, mode: str, key: object, other: object
+) -> None:
+    """Greyscale and RGB PNGs mark one colour transparent with tRNS; it must not show as an opaque block."""
+    path = tmp_path / f"key-{mode}.png"
+    _two_halves(mode, key, other).save(path, transparency=key)
+    photo = load_photo(path, LIMIT)
+    assert photo.image.mode == "RGB"
+    assert photo.image.getpixel((2, 2)) == (255, 255, 255)
+    assert photo.image.getpixel((17, 7)) == ((200,) * 3 if mode == "L" else other)
+    assert photo.alpha is not None
+    assert photo.alpha.getpixel((2, 2)) == 0 and photo.alpha.getpixel((17, 7)) == 255
+
+
 @pytest.mark.parametrize(
     ("mode", "transparent", "opaque", "opaque_rgb"),
     [("LA", (0, 0), (60, 255), (60, 60, 60)), ("RGBA", (0, 0, 255, 0), (0, 128, 0, 255), (0, 128, 0))],

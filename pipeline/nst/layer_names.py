@@ -29,3 +29,18 @@ def _layer_table() -> dict[str, int]:
 #: ``convX_Y`` -> index of the ReLU whose output is that layer's feature map.
 LAYER_INDEX: dict[str, int] = _layer_table()
 LAYER_NAMES: tuple[str, ...] = tuple(LAYER_INDEX)
+
+
+def min_side(layers: tuple[str, ...] | list[str]) -> int:
+    """The smallest image side the network can take to reach every layer: 2^(pools on the way)."""
+    deepest = max(LAYER_INDEX[name] for name in layers)
+    index, pools = 0, 0
+    for item in VGG19_PLAN:
+        if index >= deepest:
+            break
+        if item == "M":
+            pools += 1
+            index += 1
+        else:
+            index += 2
+    return 2**pools

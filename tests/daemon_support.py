@@ -1,0 +1,122 @@
+"""Running ``photostyle watch`` as a real subprocess in tests, and waiting for what it does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conftest import synthetic_style
+
+
+def daemon_config(folder: Path, presets: dict[str, dict[str, Any]] | None = None, watch: dict[str, Any] | None = None,
+                  **extra: Any) -> Path:
+    """A config for daemon tests: random weights, tiny fast presets, short stability and rescan times."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, seed in (("style.png", 1), ("style2.png", 2)):
+        if not (folder / name).exists():
+            synthetic_style(seed=seed).save(folder / name)
+    data: dict[str, Any] = {
+        "device": "cpu",
+        "model": {"weights": "random"},
+        "default_preset": "tiny",
+        "watch": {"stable_seconds": 0.4, "rescan_seconds": 30, "shutdown_timeout": 5, **(watch or {})},
+        "presets": presets or {
+            "tiny": {"style": "style.png", "size": 24, "iterations": 2},
+            "other": {"style": "style2.png", "size": 24, "iterations": 2},
+        },
+        "plugins": {"disabled": ["gallery"]},
+    }
+    data.update(extra)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 60, message: str = "condition") -> Any:
+    """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+class DaemonProcess:
+    """``python -m pipeline watch`` in a subprocess, its stderr captured in a file."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None, log_format: str = "json") -> None:
+        self.config = config
+        self.log_path = config.parent / f"daemon-{time.time_ns()}.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "watch", "-c", str(config), "--log-format", log_format],
+            stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.log_format = log_format
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines so far (other lines, e.g. a traceback, are skipped)."""
+        entries = []
+        for line in self.text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+        return entries
+
+    def messages(self, msg: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.events() if entry.get("msg") == msg]
+
+    def wait_log(self, pattern: str, timeout: float = 60, count: int = 1) -> None:
+        wait_for(lambda: len(re.findall(pattern, self.text())) >= count, timeout, f"{count}x {pattern!r} in the log")
+
+    def wait_msg(self, msg: str, timeout: float = 60, count: int = 1) -> list[dict[str, Any]]:
+        return wait_for(lambda: (found := self.messages(msg)) and len(found) >= count and found, timeout,
+                        f"{count}x log message {msg!r}")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        self.wait_msg("watching", timeout)
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self._log.close()
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self._log.close()
+
+
+def files_under(folder: Path, pattern: str = "*") -> list[Path]:
+    return sorted(p for p in folder.rglob(pattern) if p.is_file() and not p.name.startswith("."))

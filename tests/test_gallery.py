@@ -1,0 +1,222 @@
+"""The gallery: ``outbox/index.html`` kept current by the plugin, rebuilt by ``photostyle gallery``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import synthetic_photo, write_config
+from pipeline.cli import main
+
+CHROMIUM = Path("/usr/bin/chromium")
+NAMES = ("one.jpg", "a&b<c>.jpg", "big.png")
+
+
+@dataclass
+class Card:
+    name: str = ""
+    labels: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    missing: int = 0
+
+
+class GalleryPage(HTMLParser):
+    """Cards as a reader sees them: name, figure labels, thumbnail sources, links."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.cards: list[Card] = []
+        self._field: str | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        if tag == "article" and "card" in classes:
+            self.cards.append(Card())
+        elif not self.cards:
+            return
+        elif tag == "img":
+            self.cards[-1].images.append(attributes["src"] or "")
+        elif tag == "a":
+            self.cards[-1].links.append(attributes["href"] or "")
+        elif "missing" in classes:
+            self.cards[-1].missing += 1
+        elif tag == "figcaption" or "name" in classes:
+            self._field = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._field:
+            self._field = None
+
+    def handle_data(self, data: str) -> None:
+        if self._field == "figcaption":
+            self.cards[-1].labels.append(data)
+        elif self._field == "div":
+            self.cards[-1].name += data
+
+
+@dataclass
+class Project:
+    config: Path
+    photos: list[Path]
+    outputs: list[Path]
+    cards_after_first_run: int
+
+    @property
+    def outbox(self) -> Path:
+        return self.config.parent / "outbox"
+
+    @property
+    def index(self) -> Path:
+        return self.outbox / "index.html"
+
+
+def _make_photos(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {"big.png": (600, 400)}  # a thumbnail of this one must be smaller than the photo
+    photos = []
+    for seed, name in enumerate(NAMES):
+        path = folder / name
+        synthetic_photo(sizes.get(name, (64, 48)), seed=seed).save(path)
+        photos.append(path)
+    return photos
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """Three photos processed, then the first one again: four results, the gallery kept by the plugin."""
+    root = tmp_path_factory.mktemp("gallery")
+    config = write_config(root / "project")
+    photos = _make_photos(root / "photos")
+    assert main(["process", *map(str, photos), "-c", str(config)]) == 0
+    index = config.parent / "outbox" / "index.html"
+    first = len(GalleryPage(index.read_text()).cards)
+    assert main(["process", str(photos[0]), "-c", str(config)]) == 0
+    tiny = config.parent / "outbox" / "tiny"
+    outputs = [tiny / "one.jpg", tiny / "a&b<c>.jpg", tiny / "big.jpg", tiny / "one-1.jpg"]
+    return Project(config, photos, outputs, first)
+
+
+def _thumbnail_file(outbox: Path, src: str) -> Path:
+    assert not src.startswith(("/", "file:", "http")), src
+    return outbox / unquote(src)
+
+
+def test_gallery_is_updated_after_each_job_and_lists_every_result_newest_first(project: Project) -> None:
+    assert project.cards_after_first_run == 3
+    cards = GalleryPage(project.index.read_text()).cards
+    assert [card.name for card in cards] == [output.name for output in reversed(project.outputs)]
+    for card in cards:
+        assert card.labels == ["Original", "Style", "Result"]
+        assert len(card.images) == 3 and card.missing == 0
+
+
+def test_thumbnails_are_small_files_beside_not_instead_of_the_results(project: Project) -> None:
+    cards = GalleryPage(project.index.read_text()).cards
+    outputs = {output.resolve() for output in project.outputs}
+    for card in cards:
+        for src in card.images:
+            thumbnail = _thumbnail_file(project.outbox, src)
+            assert thumbnail.is_file(), src
+            assert ".thumbs" in thumbnail.parts and thumbnail.resolve() not in outputs
+            with Image.open(thumbnail) as image:
+                assert image.format == "JPEG" and max(image.size) <= 256
+        [link] = card.links  # the result thumbnail opens the full result
+        assert (project.outbox / unquote(link)).resolve() in outputs
+    big = next(card for card in cards if card.name == "big.jpg")
+    with Image.open(_thumbnail_file(project.outbox, big.images[0])) as original:
+        assert original.size == (256, 171)  # the 600x400 photo, shrunk
+
+
+def test_page_is_self_contained_and_escapes_file_names(project: Project) -> None:
+    text = project.index.read_text()
+    assert "http://" not in text and "https://" not in text
+    assert "<script" not in text and "<link" not in text and "@import" not in text
+    assert "a&b<c>" not in text
+    assert "a&amp;b&lt;c&gt;.jpg" in text
+    assert "a%26b%3Cc%3E.jpg" in text  # and in URLs, percent-encoded
+    assert "<style>" in text
+
+
+def test_gallery_command_rebuilds_from_sidecars_after_the_originals_are_gone(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "project"
+    shutil.copytree(project.config.parent, copy)
+    index = copy / "outbox" / "index.html"
+    index.unlink()
+    photos_dir = project.photos[0].parent  # the daemon moves originals away; here they go, for this test
+    shutil.move(photos_dir, tmp_path / "photos-away")
+    try:
+        assert main(["gallery", "-c", str(copy / "config.yaml")]) == 0
+        assert capsys.readouterr().out.strip() == f"{index} (4 results)"
+        cards = GalleryPage(index.read_text()).cards
+        assert [card.name for card in cards] == [output.name for output in reversed(project.outputs)]
+        assert all(card.missing == 0 for card in cards), "thumbnails made at job time survive the originals"
+
+        shutil.rmtree(copy / "outbox" / ".thumbs")  # lost thumbnails: remade from what still exists
+        (copy / "outbox" / "tiny" / "big.jpg").unlink()  # a result deleted by hand leaves the gallery
+        assert main(["gallery", "-c", str(copy / "config.yaml")]) == 0
+        assert capsys.readouterr().out.strip() == f"{index} (3 results)"
+        cards = GalleryPage(index.read_text()).cards
+        assert [card.name for card in cards] == ["one-1.jpg", "a&b<c>.jpg", "one.jpg"]
+        for card in cards:
+            assert card.labels == ["Original", "Style", "Result"]
+            assert len(card.images) == 2 and card.missing == 1  # the original is gone: a placeholder
+            assert all(_thumbnail_file(copy / "outbox", src).is_file() for src in card.images)
+    finally:
+        shutil.move(tmp_path / "photos-away", photos_dir)
+
+
+def test_results_outside_the_outbox_are_not_in_the_gallery(photo: Path, config_file: Path, tmp_path: Path) -> None:
+    assert main(["process", str(photo), "-c", str(config_file), "-o", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "holiday.jpg.json").is_file()  # the sidecar still travels with it
+    assert not (config_file.parent / "outbox").exists()
+
+
+def test_a_gallery_that_cannot_be_written_does_not_fail_the_job(
+    photo: Path, config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = config_file.parent / "outbox"
+    (outbox / "index.html").mkdir(parents=True)  # cannot be replaced by a file
+    (outbox / ".thumbs").write_text("not a folder")
+    with caplog.at_level(logging.WARNING):
+        assert main(["process", str(photo), "-c", str(config_file)]) == 0
+    assert (outbox / "tiny" / "holiday.jpg").is_file()
+    assert "thumbnail not written" in caplog.text and "gallery not updated" in caplog.text
+
+
+def test_an_empty_outbox_gets_an_empty_gallery(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gallery", "-c", str(config_file)]) == 0
+    index = config_file.parent / "outbox" / "index.html"
+    assert capsys.readouterr().out.strip() == f"{index} (0 results)"
+    assert "No results yet" in index.read_text()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (Debian's chromium package)")
+def test_headless_chromium_renders_the_gallery(project: Project, tmp_path: Path) -> None:
+    shot = tmp_path / "shot.png"
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
+        project.index.as_uri(),
+    ]
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+    assert pixels.shape[:2] == (900, 1200)
+    assert pixels.std() > 10, "a blank page"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500, "no thumbnails drawn"

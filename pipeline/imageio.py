@@ -15,11 +15,9 @@ half-written output under the final name.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import stat
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +123,7 @@ def _check_regular_file(path: Path) -> None:
 def load_photo(path: Path, max_pixels: int) -> Photo:
     """Decode a photo defensively (see the module docstring); raise ImageLoadError with a one-line reason."""
     _check_regular_file(path)
+    previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check (errors at 2x) stays on as a backstop
     try:
         with warnings.catch_warnings():
@@ -158,6 +157,8 @@ def load_photo(path: Path, max_pixels: int) -> Photo:
         raise ImageLoadError(f"{path}: file disappeared while reading") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise ImageLoadError(f"{path}: damaged or truncated image ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit  # a process-wide setting: leave it as found
     exif = upright.getexif()
     if len(exif):
         exif[ORIENTATION_TAG] = 1
@@ -178,38 +179,6 @@ def resize_long_edge(image: Image.Image, long_edge: int, min_short: int = 1) -> 
     scale = max(long_edge / max(width, height), min_short / min(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
-
-
-def _claim_name(temp: Path, folder: Path, stem: str, suffix: str) -> Path:
-    """Link ``temp`` to the first free ``stem[-N]suffix`` in ``folder``; never replaces a file."""
-    for n in range(100_000):
-        target = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
-        try:
-            os.link(temp, target)
-            return target
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            if target.exists() or target.is_symlink():  # no hard links here: check, then rename
-                continue
-            os.rename(temp, target)
-            return target
-    raise FileExistsError(f"{folder}: no free name for {stem}{suffix}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def encode(
@@ -237,22 +206,3 @@ def encode(
     buffer = io.BytesIO()
     image.save(buffer, format=PIL_FORMATS[fmt], **options)
     return buffer.getvalue()
-
-
-def write_new_file(data: bytes, folder: Path, stem: str, suffix: str) -> Path:
-    """Write ``data`` to a new file ``folder/stem[-N]suffix`` atomically; return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        target = _claim_name(temp, folder, stem, suffix)
-    finally:
-        if temp.exists():
-            temp.unlink()
-    _fsync_dir(folder)
-    return target

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pipeline.context import JobContext, JobResult, WorkerResources
 from pipeline.errors import Cancelled, OutputError, PhotostyleError, StageError
-from pipeline.imageio import EXTENSIONS, encode, load_photo, write_new_file
+from pipeline.fileops import write_new_file
+from pipeline.imageio import EXTENSIONS, encode, load_photo
 from pipeline.plugin_host import PluginHost
 from pipeline.sidecar import write_sidecar
 

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image, ImageCms
 
 from pipeline.errors import ImageLoadError
-from pipeline.imageio import encode, load_photo, resize_long_edge, write_new_file
+from pipeline.fileops import write_new_file
+from pipeline.imageio import encode, load_photo, resize_long_edge
 
 ORIENTATION = 0x0112
 MAKE = 0x010F

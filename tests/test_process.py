@@ -40,7 +40,9 @@ def test_output_dir_option_and_never_overwriting(photo: Path, config_file: Path,
     for _ in range(2):
         assert main(["process", str(photo), "-c", str(config_file), "-o", str(target)]) == 0
     assert precious.read_bytes() == b"the user's own file"
-    assert sorted(p.name for p in target.iterdir()) == ["holiday-1.jpg", "holiday-2.jpg", "holiday.jpg"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "holiday-1.jpg", "holiday-1.jpg.json", "holiday-2.jpg", "holiday-2.jpg.json", "holiday.jpg"  # + sidecars
+    ]
 
 
 def test_json_reports_paths_time_and_loss_terms(photo: Path, config_file: Path,

@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     ValidationInfo,
@@ -95,6 +96,34 @@ class OutputOptions(Strict):
     )
 
 
+class ScheduleOptions(Strict):
+    """How the optimiser spends its evaluations (see README, "Speed")."""
+
+    pyramid: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5],
+        description="Coarse levels first, as fractions of size (e.g. [0.5]); each warm-starts the next.",
+    )
+    pyramid_iterations: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [60], description="Evaluation budget of each coarse level."
+    )
+    tolerance: float = Field(
+        0.005, ge=0, lt=1, description="Stop a level when the loss improves by less than this fraction over `window`."
+    )
+    window: int = Field(20, ge=2, description="Evaluations over which `tolerance` is judged.")
+    time_budget: float | None = Field(None, gt=0, description="Seconds per photo; the best result so far is kept.")
+    box: Literal["ste", "clamp", "sigmoid", "none"] = Field(
+        "ste", description="How pixels stay in [0, 1] while optimising (ste: clamped, pass-through gradient)."
+    )
+
+    @field_validator("pyramid_iterations")
+    @classmethod
+    def _one_budget_per_level(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        levels = info.data.get("pyramid")
+        if levels is not None and len(levels) != len(value):
+            raise ValueError(f"has {len(value)} budgets for {len(levels)} pyramid levels")
+        return value
+
+
 # A single image or a blend; the discriminator keeps errors to the form the user wrote.
 StyleSpec = Annotated[
     Annotated[StyleImagePath, Tag("image")] | Annotated[list[StyleRef], Tag("blend")],
@@ -110,7 +139,7 @@ class PresetBase(Strict):
     )
     size: int = Field(512, ge=16, le=16384, description="Long edge of the working image in px.")
     style_scale: float = Field(1.0, gt=0, le=8, description="Style image long edge = size × style_scale.")
-    iterations: int = Field(300, ge=1, description="Evaluation budget of the optimiser.")
+    iterations: int = Field(60, ge=1, description="Evaluation budget at the working size (after the pyramid).")
     content_weight: float = Field(1.0, ge=0, description="α: weight of the content term.")
     style_weight: float = Field(1e6, ge=0, description="β: weight of the style term.")
     content_layers: list[LayerName] = Field(
@@ -125,6 +154,10 @@ class PresetBase(Strict):
     tv_weight: float = Field(0.0, ge=0, description="Weight of the total-variation smoothness term.")
     init: Literal["content", "noise"] = Field("content", description="Start from the photo or from seeded noise.")
     seed: int = Field(0, ge=0, description="Random seed: same seed, input and device give the same output.")
+    schedule: ScheduleOptions = Field(default_factory=ScheduleOptions)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Network arithmetic: auto = bf16 where the CPU/GPU does it natively, else fp32/fp16."
+    )
     output: OutputOptions = Field(default_factory=OutputOptions)
 
     @field_validator("style_layer_weights")
@@ -231,12 +264,22 @@ class ConfigBase(Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto|cpu|cuda|cuda:N|mps")
     model: ModelOptions = Field(default_factory=ModelOptions)
     limits: Limits = Field(default_factory=Limits)
+    styles: ConfigPath = Field(
+        Path("styles"), description="Folder of style images: each image is also a preset named after its file."
+    )
     default_preset: str = Field(description="Preset for photos dropped into the inbox itself.")
     preset_defaults: dict[str, Any] = Field(
         default_factory=dict, description="Settings every preset starts from; a preset's own keys win."
     )
     plugins: PluginOptions = Field(default_factory=PluginOptions)
     watch: WatchOptions = Field(default_factory=WatchOptions)
+
+    #: Where each preset was defined (``FILE:LINE``, or the style image for styles-folder presets).
+    _preset_origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def preset_origins(self) -> dict[str, str]:
+        return self._preset_origins
 
 
 def build_config_model(extra_fields: PresetFields | None = None) -> type[ConfigBase]:
@@ -249,7 +292,10 @@ def build_config_model(extra_fields: PresetFields | None = None) -> type[ConfigB
     return create_model(  # type: ignore[call-overload]
         "Config",
         __base__=ConfigBase,
-        presets=(dict[str, preset_model], Field(min_length=1, description="Preset name -> settings.")),
+        presets=(
+            dict[str, preset_model],
+            Field(default_factory=dict, min_length=1, description="Preset name -> settings (plus the styles folder's)."),
+        ),
     )
 
 
@@ -261,6 +307,43 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+STYLE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def style_folder_images(folder: Path) -> dict[str, Path]:
+    """Preset name -> image, for every image in the styles folder (the name comes from the file name)."""
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in STYLE_EXTENSIONS or not path.is_file():
+            continue
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_") or "style"
+        found.setdefault(name, path)
+    return found
+
+
+def _add_style_folder_presets(data: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], set[str]]:
+    """Every image in ``styles`` becomes a preset of its own name, unless a preset has that name.
+
+    A preset of that name without a ``style`` key gets the image (so a user can
+    override settings for a dropped-in style). Returns the data and the names added.
+    """
+    folder = data.get("styles", ConfigBase.model_fields["styles"].default)
+    presets = data.get("presets", {})
+    if not isinstance(folder, (str, Path)) or not isinstance(presets, Mapping):
+        return data, set()
+    presets = dict(presets)
+    added: set[str] = set()
+    for name, image in style_folder_images(resolve_config_path(Path(folder), base_dir)).items():
+        if name not in presets:
+            presets[name] = {"style": str(image)}
+            added.add(name)
+        elif isinstance(presets[name], Mapping) and "style" not in presets[name]:
+            presets[name] = {**presets[name], "style": str(image)}
+    return {**data, "presets": presets}, added
 
 
 def _apply_preset_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +448,8 @@ def validate_config(doc: YamlDocument, path: Path, extra_fields: PresetFields | 
     if not isinstance(doc.data, Mapping):
         problems.add((), "the config must be a mapping of keys to values")
         raise ConfigError(problems.problems)
-    data = _apply_preset_defaults(dict(doc.data))
+    data, from_folder = _add_style_folder_presets(dict(doc.data), path.parent)
+    data = _apply_preset_defaults(data)
     model = build_config_model(extra_fields)
     _cross_field_problems(data, path.parent, problems)
     config = None
@@ -376,6 +460,10 @@ def validate_config(doc: YamlDocument, path: Path, extra_fields: PresetFields | 
             problems.add(_data_path(data, error["loc"]), _pydantic_message(error))
     if problems.problems:
         raise ConfigError(problems.problems)
+    for name, preset in config.presets.items():
+        config.preset_origins[name] = (
+            f"{preset.style} (styles folder)" if name in from_folder else f"{path}:{doc.line_of(('presets', name))}"
+        )
     return config
 
 

@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from pipeline.app import App, load_app
+from pipeline.config import style_folder_images
 from pipeline.disposal import after_failure, after_success
 from pipeline.errors import Cancelled, OutputError, PhotostyleError, StageError, WeightsError
 from pipeline.fileops import write_text_atomic
@@ -45,6 +46,7 @@ log = logging.getLogger("photostyle.daemon")
 TICK_SECONDS = 0.25
 INTAKE_BUDGET_SECONDS = 0.5  # fingerprinting per tick, so signals and pings stay prompt in a burst
 STATUS_INTERVAL = 1.0
+STYLES_CHECK_SECONDS = 1.0
 LEDGER_FILE = "ledger.sqlite3"
 STATUS_FILE = "status.json"
 
@@ -122,6 +124,8 @@ class Daemon:
         self.worker_thread: threading.Thread | None = None
         self.started = time.time()
         self._last_status = 0.0
+        self._styles_loaded = self._styles_seen = self._styles_listing()
+        self._styles_checked = self._styles_changed = 0.0
 
     # -- set-up --------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class Daemon:
                 self.reload_requested = False
                 self._reload()
             self._take_events()
+            self._check_styles_folder()
             if time.monotonic() - last_rescan >= self.config.watch.rescan_seconds:
                 self._scan_all()
                 last_rescan = time.monotonic()
@@ -354,9 +359,37 @@ class Daemon:
                 if item is not None:
                     self.work.put(item)
 
+    # -- the styles folder ---------------------------------------------------------
+
+    def _styles_listing(self) -> tuple[tuple[str, int, int], ...]:
+        """Names, sizes and mtimes of the style images: a change means presets changed."""
+        listing = []
+        for name, path in style_folder_images(self.config.styles).items():
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            listing.append((name, info.st_size, info.st_mtime_ns))
+        return tuple(listing)
+
+    def _check_styles_folder(self) -> None:
+        """Reload when a style image was added, removed or changed and has been still for stable_seconds."""
+        now = time.monotonic()
+        if now - self._styles_checked < STYLES_CHECK_SECONDS:
+            return
+        self._styles_checked = now
+        listing = self._styles_listing()
+        if listing != self._styles_seen:
+            self._styles_seen, self._styles_changed = listing, now
+            return
+        if listing != self._styles_loaded and now - self._styles_changed >= self.config.watch.stable_seconds:
+            log.info("styles folder changed", extra={"fields": {"folder": self.config.styles}})
+            self._reload()
+
     # -- reload --------------------------------------------------------------------
 
     def _reload(self) -> None:
+        self._styles_loaded = self._styles_listing()  # a broken config is not retried until something changes
         self.notifier.reloading()
         log.info("reloading config", extra={"fields": {"config": self.app.config_path}})
         try:
@@ -369,6 +402,7 @@ class Daemon:
             return
         old = self.config
         self.app = new_app
+        self._styles_loaded = self._styles_seen = self._styles_listing()
         self._settings_hashes.clear()
         self._make_folders()
         if (old.inbox, old.watch.poll, old.watch.poll_interval) != (self.config.inbox, self.config.watch.poll,

@@ -227,3 +227,31 @@ def test_schema_is_json_schema_including_plugin_keys(config_file: Path, capsys: 
         assert key in preset
     assert schema["additionalProperties"] is False
     assert "WatermarkOptions" in schema["$defs"]
+
+
+def test_images_in_the_styles_folder_become_presets(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synthetic_style(seed=5).save(project / "styles" / "Blue Period.jpg")
+    synthetic_style(seed=6).save(project / "styles" / "tuned.png")
+    (project / "styles" / "notes.txt").write_text("not an image")
+    config = write_text(project / "config.yaml", """
+        default_preset: stripes
+        preset_defaults:
+          size: 222
+        presets:
+          tuned:
+            style_weight: 5
+          explicit:
+            style: styles/stripes.png
+            size: 100
+    """)
+    app = load_app(config)
+    presets = app.config.presets
+    assert sorted(presets) == ["Blue_Period", "explicit", "stripes", "tuned"]
+    assert presets["Blue_Period"].style == project / "styles" / "Blue Period.jpg"
+    assert presets["Blue_Period"].size == 222  # preset_defaults apply to dropped-in styles
+    assert presets["tuned"].style == project / "styles" / "tuned.png" and presets["tuned"].style_weight == 5
+    assert presets["explicit"].size == 100
+    assert main(["presets", "-c", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert f"[from {project / 'styles' / 'stripes.png'} (styles folder)]" in listing
+    assert f"explicit: size 100 px, style {project / 'styles' / 'stripes.png'}  [from {config}:7]" in listing

@@ -458,3 +458,22 @@ def test_service_unit_dry_run_and_user_install(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze"):
         verified = run_cli("service", "install", "--dry-run", "-c", config)
         assert verified.returncode == 0
+
+
+def test_a_style_image_dropped_into_the_styles_folder_becomes_a_preset_while_running(tmp_path: Path) -> None:
+    config = daemon_config(tmp_path / "p")
+    root = config.parent
+    (root / "styles").mkdir()
+    with DaemonProcess(config) as daemon:
+        daemon.wait_ready()
+        from conftest import synthetic_style
+
+        synthetic_style(seed=9).save(root / "styles" / ".partial.png")
+        os.replace(root / "styles" / ".partial.png", root / "styles" / "zebra.png")
+        daemon.wait_msg("config reloaded", timeout=30)
+        wait_for((root / "inbox" / "zebra").is_dir, 10, "inbox/zebra/")
+        drop(root / "inbox" / "zebra" / "horse.jpg", jpeg_bytes(95))
+        [done] = daemon.wait_msg("done")
+        assert done["preset"] == "zebra"
+        assert daemon.stop() == 0
+    assert (root / "outbox" / "zebra" / "horse.jpg").is_file()

@@ -209,7 +209,7 @@ def test_optimisation_lowers_the_objective_and_keeps_the_working_size(random_fea
     content, style = images(0, (20, 28))
     objective = make_objective(random_features, content, style)
     seen = []
-    result = stylize(content, objective, EngineSettings(iterations=12), on_progress=seen.append)
+    result = stylize(content, lambda level: objective, EngineSettings(iterations=12), on_progress=seen.append)
     assert result.image.shape == content.shape
     assert 0.0 <= result.image.min() and result.image.max() <= 1.0
     assert result.final.total < 0.5 * result.initial.total
@@ -222,9 +222,9 @@ def test_noise_init_is_reproducible_with_the_same_seed(random_features: nn.Seque
     content, style = images(0, (16, 16))
     objective = make_objective(random_features, content, style)
     settings = EngineSettings(iterations=4, init="noise", seed=7)
-    first = stylize(content, objective, settings).image
-    second = stylize(content, objective, settings).image
-    other = stylize(content, objective, EngineSettings(iterations=4, init="noise", seed=8)).image
+    first = stylize(content, lambda level: objective, settings).image
+    second = stylize(content, lambda level: objective, settings).image
+    other = stylize(content, lambda level: objective, EngineSettings(iterations=4, init="noise", seed=8)).image
     assert torch.equal(first, second)
     assert not torch.equal(first, other)
 
@@ -239,5 +239,5 @@ def test_should_stop_cancels_the_run(random_features: nn.Sequential) -> None:
         return len(calls) >= 2
 
     with pytest.raises(Cancelled):
-        stylize(content, objective, EngineSettings(iterations=50), should_stop=stop)
+        stylize(content, lambda level: objective, EngineSettings(iterations=50), should_stop=stop)
     assert len(calls) == 2

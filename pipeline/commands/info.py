@@ -48,5 +48,6 @@ def presets(app: App) -> str:
         styles = ", ".join(
             f"{ref.image}" + (f" x{ref.weight:g}" if len(preset.style_images) > 1 else "") for ref in preset.style_images
         )
-        lines.append(f"{name}{marker}: size {preset.size} px, {preset.iterations} evaluations, style {styles}")
+        origin = config.preset_origins.get(name, "?")
+        lines.append(f"{name}{marker}: size {preset.size} px, style {styles}  [from {origin}]")
     return "\n".join(lines)

@@ -77,19 +77,31 @@ class Objective(nn.Module):
         content: torch.Tensor,
         targets: dict[str, torch.Tensor],
         weights: ObjectiveWeights,
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
+        """``compute_dtype`` (bf16/fp16) runs the network under autocast; Gram matrices and
+        losses stay fp32, so the line search sees a loss accurate enough to compare steps."""
         super().__init__()
         self.extractor = extractor
         self.weights = weights
+        self.compute_dtype = compute_dtype
         with torch.no_grad():
-            features = extractor(content)
+            features = self.features(content)
         self.content_targets = {layer: features[layer].detach() for layer in weights.content_layers}
         self.style_targets = {layer: targets[layer] for layer in weights.style_layers}
+
+    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One forward pass for every layer, in ``compute_dtype`` when set, returned as fp32."""
+        if self.compute_dtype is None:
+            return self.extractor(image)
+        with torch.autocast(device_type=image.device.type, dtype=self.compute_dtype):
+            features = self.extractor(image)
+        return {layer: value.float() for layer, value in features.items()}
 
     def terms(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Weighted (content, style, tv) terms, each summed over the batch."""
         w = self.weights
-        features = self.extractor(image)
+        features = self.features(image)
         content = sum(content_loss(features[layer], self.content_targets[layer]).sum() for layer in w.content_layers)
         style = sum(
             wl * style_layer_loss(features[layer], self.style_targets[layer]).sum()

@@ -1,0 +1,185 @@
+"""Speed benchmark: the project's default engine against the plain single-scale baseline.
+
+Not a test: it prints figures. For each working size it runs, each in a fresh
+subprocess (so peak memory is per run):
+
+- **baseline**: plain L-BFGS (strong Wolfe line search, history 100), 300 objective
+  evaluations from the photo, at the working size, fp32, cold style targets;
+- **project**: the preset exactly as configured (schedule, precision, caches), through
+  the same job runner ``photostyle process`` uses, cold style-target cache;
+- **second photo**: a second photo of the same preset in the same worker, to show
+  the style-target cache (seconds spent on style targets, first vs second).
+
+Both saved outputs (8-bit, as the user gets them) are scored under the seed's
+objective at the working size with the same weights; the project counts when its
+score is at or below the baseline's. Speed = baseline seconds / project seconds,
+wall clock for the whole photo (load to save).
+
+Use trained filters: random weights behave differently. Offline, build a VGG19-shaped
+network with trained filters with ``../shared/tools/hed_vgg19.py``, then e.g.::
+
+    python bench/benchmark.py --weights /tmp/vgg19-hed.pth \\
+        --photo ../shared/images/hoovertowernight.jpg --sizes 256 512
+
+On a GPU add ``--device cuda --sizes 512 1024 2048``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BASELINE_EVALUATIONS = 300
+
+
+def _config(folder: Path, args: argparse.Namespace, size: int, baseline: bool) -> Path:
+    """A config in ``folder``: the bundled preset's settings at ``size``, this machine's weights and device."""
+    import yaml
+
+    bundled = yaml.safe_load((REPO / "config.yaml").read_text())
+    preset = {**bundled.get("preset_defaults", {}), **bundled["presets"][args.preset]}
+    preset["style"] = str((REPO / preset["style"]).resolve()) if args.style is None else str(Path(args.style).resolve())
+    preset["size"] = size
+    preset["output"] = {"format": "png", "keep_metadata": False}  # lossless: the score sees the engine, not JPEG
+    if baseline:
+        preset["iterations"] = BASELINE_EVALUATIONS
+        preset["schedule"] = {"pyramid": [], "pyramid_iterations": [], "tolerance": 0.0, "box": "none"}
+        preset["precision"] = "fp32"
+    config = {
+        "inbox": str(folder / "inbox"), "outbox": str(folder / "outbox"), "processed": str(folder / "processed"),
+        "failed": str(folder / "failed"), "state": str(folder / "state"), "device": args.device,
+        "model": {"weights": str(Path(args.weights).resolve())}, "default_preset": "bench",
+        "presets": {"bench": preset}, "plugins": {"disabled": ["gallery"]},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _peak_memory(device: str) -> dict[str, float]:
+    import torch
+
+    peak = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        peak["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
+def _score(config_path: Path, output: Path) -> dict[str, float]:
+    """The seed's objective (fp32, working size) at a saved output."""
+    import torch
+
+    from pipeline.app import load_app
+    from pipeline.imageio import load_photo, resize_long_edge
+    from pipeline.nst.layers import FeatureExtractor
+    from pipeline.nst.objective import Objective
+    from pipeline.tensors import image_to_tensor
+    from pipeline.worker import Worker
+    from plugins.vgg_style import network, objective_weights, preset_style_targets, style_long_edge
+
+    app = load_app(config_path)
+    preset = app.config.presets["bench"]
+    worker = Worker(app)
+    weights = objective_weights(preset)
+    extractor = FeatureExtractor(network(worker.resources), weights.layers)
+    result = load_photo(output, app.config.limits.max_pixels).image
+    photo = load_photo(Path(os.environ["BENCH_PHOTO"]), app.config.limits.max_pixels).image
+    content = image_to_tensor(resize_long_edge(photo, max(result.size)), worker.resources.device)
+    assert tuple(content.shape[-2:]) == (result.size[1], result.size[0]), "scored at the working size"
+    targets = preset_style_targets(preset, extractor, worker.resources, style_long_edge(preset, max(result.size)))
+    objective = Objective(extractor, content, targets.targets, weights)
+    with torch.no_grad():
+        return objective.evaluate(image_to_tensor(result, worker.resources.device)).as_dict()
+
+
+def run_one(args: argparse.Namespace) -> None:
+    """Child process: one photo (or two, for the cache) through the job runner; print a JSON line."""
+    from pipeline.app import load_app
+    from pipeline.job import JobRequest
+    from pipeline.worker import Worker
+
+    folder = Path(tempfile.mkdtemp(prefix="photostyle-bench-"))
+    config_path = _config(folder, args, args.size, args.run == "baseline")
+    app = load_app(config_path)
+    worker = Worker(app)
+    began = time.perf_counter()
+    first = worker.run(JobRequest(source=Path(args.photo), preset="bench"))
+    seconds = time.perf_counter() - began
+    record: dict[str, Any] = {
+        "run": args.run, "size": args.size, "seconds": seconds, "evaluations": first.report["engine"]["evaluations"],
+        "level_evaluations": first.report["engine"]["level_evaluations"],
+        "working_size": first.report["engine"]["working_size"],
+        "style_targets_first": first.report["style_targets"], **_peak_memory(args.device),
+    }
+    if args.run == "project":
+        again = worker.run(JobRequest(source=Path(args.photo), preset="bench", output_dir=folder / "second"))
+        record["second_seconds"] = again.seconds
+        record["style_targets_second"] = again.report["style_targets"]
+    os.environ["BENCH_PHOTO"] = str(Path(args.photo).resolve())
+    record["score"] = _score(config_path, first.output)
+    print(json.dumps(record), flush=True)
+
+
+def _child(args: argparse.Namespace, run: str, size: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--run", run, "--size", str(size), "--weights", args.weights,
+               "--photo", args.photo, "--preset", args.preset, "--device", args.device]
+    if args.style:
+        command += ["--style", args.style]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"{run} at {size} px failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="VGG19 state dict with trained filters")
+    parser.add_argument("--photo", required=True)
+    parser.add_argument("--style", help="style image (default: the preset's)")
+    parser.add_argument("--preset", default="swirls", help="bundled preset whose settings are used")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--run", choices=["baseline", "project"], help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        run_one(args)
+        return
+    import torch
+
+    print(f"photostyle benchmark: device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"preset {args.preset}, weights {Path(args.weights).name}, photo {Path(args.photo).name}")
+    for size in args.sizes:
+        base = _child(args, "baseline", size)
+        ours = _child(args, "project", size)
+        megapixels = ours["working_size"][0] * ours["working_size"][1] / 1e6
+        ok = ours["score"]["total"] <= base["score"]["total"]
+        print(f"\n== {size} px (working size {ours['working_size'][0]}x{ours['working_size'][1]}) ==")
+        print(f"baseline: {base['seconds']:8.1f} s  loss {base['score']['total']:.5g}  "
+              f"({base['evaluations']} evaluations)  peak RSS {base['rss_mb']:.0f} MB")
+        print(f"project:  {ours['seconds']:8.1f} s  loss {ours['score']['total']:.5g}  "
+              f"(evaluations per level {ours['level_evaluations']})  peak RSS {ours['rss_mb']:.0f} MB")
+        print(f"speed: {base['seconds'] / ours['seconds']:.2f}x  quality: "
+              f"{'at or below' if ok else 'ABOVE'} the baseline's loss "
+              f"({100 * (ours['score']['total'] / base['score']['total'] - 1):+.1f}%)")
+        for key in ("gpu_max_allocated_mb",):
+            if key in ours:
+                print(f"GPU max allocated: {ours[key]:.0f} MB ({ours[key] / megapixels:.0f} MB/MP)")
+        print(f"memory: {ours['rss_mb'] / megapixels:.0f} MB peak RSS per working megapixel (includes the model)")
+        first, second = ours["style_targets_first"], ours["style_targets_second"]
+        print(f"style targets: first photo {first['seconds']:.2f} s ({first['source']}), "
+              f"second photo {second['seconds']:.2f} s ({second['source']}); second photo total "
+              f"{ours['second_seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

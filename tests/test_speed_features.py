@@ -1,0 +1,173 @@
+"""Speed features with behaviour users rely on: the style-target cache, the schedule, out-of-memory fallback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import synthetic_photo, synthetic_style
+from pipeline.app import load_app
+from pipeline.job import JobRequest
+from pipeline.nst.engine import EngineSettings, stylize
+from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.worker import Worker
+from plugins.vgg_style import style_cache
+
+LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def test_style_targets_are_computed_once_then_read_from_memory_and_disk(make_config, tmp_path: Path) -> None:
+    config = make_config(preset={"schedule": {"pyramid": [0.5], "pyramid_iterations": [2]}, "size": 48})
+    photos = []
+    for index in range(2):
+        photos.append(tmp_path / f"photo{index}.png")
+        synthetic_photo((48, 36), seed=index).save(photos[-1])
+
+    first_worker = Worker(load_app(config))
+    first_worker.prepare("tiny")  # what the daemon does at start
+    cache = style_cache(first_worker.resources)
+    assert cache.counts == {"memory": 0, "disk": 0, "computed": 2}  # two pyramid levels
+    stored = sorted((config.parent / "state" / "cache" / "style-targets").glob("*.pt"))
+    assert len(stored) == 2
+    for photo in photos:
+        report = first_worker.run(JobRequest(source=photo, preset="tiny", output_dir=tmp_path / "out")).report
+        assert report["style_targets"] == {"source": "memory,memory", "seconds": 0.0}
+
+    second_worker = Worker(load_app(config))  # a restarted daemon
+    second_worker.prepare("tiny")
+    assert style_cache(second_worker.resources).counts == {"memory": 0, "disk": 2, "computed": 0}
+    for layer, gram in style_cache(second_worker.resources)._memory.items():
+        assert torch.equal(gram["conv1_1"], cache._memory[layer]["conv1_1"])
+
+
+def test_a_changed_style_image_or_layer_set_is_new_targets(make_config, tmp_path: Path) -> None:
+    config = make_config()
+    worker = Worker(load_app(config))
+    worker.prepare("tiny")
+    synthetic_style(seed=7).save(config.parent / "style.png")  # the user edits the style in place
+    fresh = Worker(load_app(config))
+    fresh.prepare("tiny")
+    assert style_cache(fresh.resources).counts["computed"] == 1
+    other_layers = make_config(preset={"style_layers": ["conv1_1", "conv2_1"]})
+    third = Worker(load_app(other_layers))
+    third.prepare("tiny")
+    assert style_cache(third.resources).counts["computed"] == 1
+
+
+def test_a_damaged_cache_file_is_recomputed(make_config) -> None:
+    config = make_config()
+    Worker(load_app(config)).prepare("tiny")
+    [stored] = (config.parent / "state" / "cache" / "style-targets").glob("*.pt")
+    stored.write_bytes(b"garbage")
+    worker = Worker(load_app(config))
+    worker.prepare("tiny")
+    assert style_cache(worker.resources).counts["computed"] == 1
+
+
+@pytest.fixture(scope="module")
+def objective_parts() -> tuple[FeatureExtractor, ObjectiveWeights, dict]:
+    features = vgg19_features()
+    init_like_torchvision(features, seed=0)
+    weights = ObjectiveWeights(1.0, 1e5, 0.0, ("conv4_2",), LAYERS, (0.2,) * 5)
+    extractor = FeatureExtractor(features.eval(), weights.layers)
+    style = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return extractor, weights, {"style": style}
+
+
+def _objective_factory(parts, sizes_seen: list[tuple[int, int]]):
+    extractor, weights, extra = parts
+
+    def objective_at(level_content: torch.Tensor) -> Objective:
+        sizes_seen.append(tuple(level_content.shape[-2:]))
+        targets = style_targets(extractor, [extra["style"]], [1.0], weights.style_layers)
+        return Objective(extractor, level_content, targets, weights)
+
+    return objective_at
+
+
+def test_pyramid_runs_coarse_levels_first_with_their_budgets(objective_parts) -> None:
+    content = torch.rand(1, 3, 40, 64, generator=torch.Generator().manual_seed(2))
+    seen: list[tuple[int, int]] = []
+    settings = EngineSettings(iterations=5, pyramid=(0.5,), pyramid_iterations=(4,))
+    result = stylize(content, _objective_factory(objective_parts, seen), settings, min_side=16)
+    assert seen == [(20, 32), (40, 64)]
+    assert result.level_evaluations == (4, 5) and result.evaluations == 9
+    assert result.image.shape == content.shape
+
+
+def test_coarse_levels_too_small_for_the_network_are_skipped(objective_parts) -> None:
+    content = torch.rand(1, 3, 24, 32)
+    seen: list[tuple[int, int]] = []
+    settings = EngineSettings(iterations=3, pyramid=(0.25, 0.5), pyramid_iterations=(3, 3))
+    result = stylize(content, _objective_factory(objective_parts, seen), settings, min_side=16)
+    assert seen == [(24, 32)] and result.level_evaluations == (3,)
+
+
+def test_tolerance_and_time_budget_stop_early(objective_parts) -> None:
+    content = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    factory = _objective_factory(objective_parts, [])
+    converged = stylize(content, factory, EngineSettings(iterations=200, tolerance=0.5, window=3))
+    assert converged.evaluations < 200
+    timed = stylize(content, factory, EngineSettings(iterations=200, time_budget=0.01))
+    assert timed.evaluations < 10
+
+
+def test_clamped_objective_keeps_the_optimised_pixels_displayable(objective_parts) -> None:
+    content = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    factory = _objective_factory(objective_parts, [])
+    result = stylize(content, factory, EngineSettings(iterations=15, box="clamp"))
+    extractor, weights, extra = objective_parts
+    objective = factory(content)
+    # the reported final loss is the loss of the image as saved (clamped)
+    assert objective.evaluate(result.image).total == pytest.approx(result.final.total, rel=1e-4)
+
+
+OOM_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    from pipeline.app import load_app
+    from pipeline.job import JobRequest
+    from pipeline.worker import Worker
+
+    worker = Worker(load_app(Path(sys.argv[1])))
+    worker.prepare("tiny")  # the model is loaded; now cap the address space, as a small GPU would
+    status = open("/proc/self/status").read()
+    current = int(status.split("VmSize:")[1].split()[0]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (current + int(sys.argv[3]) * 2**20, resource.RLIM_INFINITY))
+    result = worker.run(JobRequest(source=Path(sys.argv[2]), preset="tiny", output_dir=Path(sys.argv[4])))
+    print(json.dumps({"output": str(result.output), "report": result.report}))
+""")
+
+
+def test_out_of_memory_retries_at_a_smaller_size_with_a_warning(make_config, tmp_path: Path) -> None:
+    config = make_config(preset={"size": 1024, "iterations": 2})
+    photo = tmp_path / "big.png"
+    synthetic_photo((1024, 768)).save(photo)
+    script = tmp_path / "oom.py"
+    script.write_text(OOM_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(config), str(photo), "700", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    warnings = record["report"]["warnings"]
+    assert warnings and all("out of memory at" in w and "retrying at" in w for w in warnings)
+    assert "out of memory at 1024 px" in warnings[0]
+    assert max(record["report"]["engine"]["working_size"]) < 1024
+    assert Path(record["output"]).is_file()
+    assert "out of memory at 1024 px" in done.stderr  # and the log says so
+
+
+def test_out_of_memory_is_recognised_on_cpu_and_cuda() -> None:
+    from plugins.vgg_style import is_out_of_memory
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4 GB"))
+    assert not is_out_of_memory(RuntimeError("Given input size: (512x1x2). Output size is too small"))
+    assert not is_out_of_memory(ValueError("a value error that mentions out of memory is still a value error"))

@@ -22,8 +22,9 @@ def problems_of(path: Path) -> list[str]:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     folder = tmp_path / "project"
-    (folder / "styles").mkdir(parents=True)
-    synthetic_style().save(folder / "styles" / "stripes.png")
+    (folder / "art").mkdir(parents=True)
+    (folder / "styles").mkdir()
+    synthetic_style().save(folder / "art" / "stripes.png")
     return folder
 
 
@@ -48,20 +49,20 @@ def test_paths_are_relative_to_the_config_file(project: Path, tmp_path: Path, mo
         inbox: drop
         default_preset: p
         presets:
-          p: {style: styles/stripes.png}
+          p: {style: art/stripes.png}
     """)
     monkeypatch.chdir(tmp_path)
     app = load_app(config)
     assert app.config.inbox == project / "drop"
     assert app.config.outbox == project / "outbox"
-    assert app.config.presets["p"].style == project / "styles" / "stripes.png"
+    assert app.config.presets["p"].style == project / "art" / "stripes.png"
 
 
 def test_defaults_follow_the_paper(project: Path) -> None:
     config = write_text(project / "config.yaml", """
         default_preset: p
         presets:
-          p: {style: styles/stripes.png}
+          p: {style: art/stripes.png}
     """)
     preset = load_app(config).config.presets["p"]
     assert preset.content_layers == ["conv4_2"]
@@ -78,8 +79,8 @@ def test_preset_defaults_apply_and_presets_override_them(project: Path) -> None:
           size: 200
           output: {format: png}
         presets:
-          a: {style: styles/stripes.png}
-          b: {style: styles/stripes.png, size: 300, output: {quality: 50}}
+          a: {style: art/stripes.png}
+          b: {style: art/stripes.png, size: 300, output: {quality: 50}}
     """)
     presets = load_app(config).config.presets
     assert presets["a"].size == 200 and presets["b"].size == 300
@@ -87,14 +88,14 @@ def test_preset_defaults_apply_and_presets_override_them(project: Path) -> None:
 
 
 def test_style_blend_list(project: Path) -> None:
-    synthetic_style(seed=4).save(project / "styles" / "other.png")
+    synthetic_style(seed=4).save(project / "art" / "other.png")
     config = write_text(project / "config.yaml", """
         default_preset: p
         presets:
           p:
             style:
-              - {image: styles/stripes.png, weight: 3}
-              - {image: styles/other.png}
+              - {image: art/stripes.png, weight: 3}
+              - {image: art/other.png}
     """)
     refs = load_app(config).config.presets["p"].style_images
     assert [(ref.image.name, ref.weight) for ref in refs] == [("stripes.png", 3.0), ("other.png", 1.0)]
@@ -108,7 +109,7 @@ BROKEN = """
     colour: true
     presets:
       p:
-        style: styles/stripes.png
+        style: art/stripes.png
         size: large
         style_weight: -5
         style_layers: [conv1_1, conv6_1]
@@ -142,7 +143,7 @@ def test_cross_field_problems_are_reported_with_their_lines(project: Path) -> No
         default_preset: nope
         presets:
           p:
-            style: styles/stripes.png
+            style: art/stripes.png
           q:
             style: styles/missing.png
     """)
@@ -159,7 +160,7 @@ def test_problem_inherited_from_preset_defaults_points_at_its_line(project: Path
         preset_defaults:
           iterations: many
         presets:
-          p: {style: styles/stripes.png}
+          p: {style: art/stripes.png}
     """)
     assert problems_of(config) == [
         f"{config}:3: presets.p.iterations: Input should be a valid integer, unable to parse string as an integer "
@@ -178,7 +179,7 @@ def test_wrong_type_for_a_section(project: Path) -> None:
         default_preset: p
         limits: 5
         presets:
-          p: {style: styles/stripes.png, style_layer_weights: [1, 2]}
+          p: {style: art/stripes.png, style_layer_weights: [1, 2]}
     """)
     problems = problems_of(config)
     assert len(problems) == 2
@@ -230,6 +231,7 @@ def test_schema_is_json_schema_including_plugin_keys(config_file: Path, capsys: 
 
 
 def test_images_in_the_styles_folder_become_presets(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synthetic_style().save(project / "styles" / "stripes.png")
     synthetic_style(seed=5).save(project / "styles" / "Blue Period.jpg")
     synthetic_style(seed=6).save(project / "styles" / "tuned.png")
     (project / "styles" / "notes.txt").write_text("not an image")

@@ -47,22 +47,25 @@ def test_style_targets_are_computed_once_then_read_from_memory_and_disk(make_con
         assert torch.equal(gram["conv1_1"], cache._memory[layer]["conv1_1"])
 
 
+SINGLE_SCALE = {"schedule": {"pyramid": [], "pyramid_iterations": []}}
+
+
 def test_a_changed_style_image_or_layer_set_is_new_targets(make_config, tmp_path: Path) -> None:
-    config = make_config()
+    config = make_config(preset=SINGLE_SCALE)
     worker = Worker(load_app(config))
     worker.prepare("tiny")
     synthetic_style(seed=7).save(config.parent / "style.png")  # the user edits the style in place
     fresh = Worker(load_app(config))
     fresh.prepare("tiny")
     assert style_cache(fresh.resources).counts["computed"] == 1
-    other_layers = make_config(preset={"style_layers": ["conv1_1", "conv2_1"]})
+    other_layers = make_config(preset={**SINGLE_SCALE, "style_layers": ["conv1_1", "conv2_1"]})
     third = Worker(load_app(other_layers))
     third.prepare("tiny")
     assert style_cache(third.resources).counts["computed"] == 1
 
 
 def test_a_damaged_cache_file_is_recomputed(make_config) -> None:
-    config = make_config()
+    config = make_config(preset=SINGLE_SCALE)
     Worker(load_app(config)).prepare("tiny")
     [stored] = (config.parent / "state" / "cache" / "style-targets").glob("*.pt")
     stored.write_bytes(b"garbage")

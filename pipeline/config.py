@@ -202,9 +202,14 @@ class ModelOptions(Strict):
 
 
 class Limits(Strict):
-    """Safety limits for untrusted input."""
+    """Safety limits: untrusted input, and memory."""
 
     max_pixels: int = Field(100_000_000, ge=1, description="Largest input accepted (width × height).")
+    memory_mb: int | None = Field(
+        None, ge=64,
+        description="Memory the style transfer may use beyond the loaded model; a working size that would "
+        "need more is reduced, with a warning. Unset: no limit on the CPU, the free memory on a GPU.",
+    )
 
 
 class PluginOptions(Strict):
@@ -246,6 +251,9 @@ class WatchOptions(Strict):
     retry_seconds: float = Field(30.0, gt=0, description="First retry delay when the outbox cannot be written.")
     retry_max_seconds: float = Field(3600.0, gt=0, description="Longest retry delay (it doubles each time).")
     empty_timeout: float = Field(300.0, gt=0, description="A file still empty (0 bytes) after this long is failed.")
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
+        "auto", description="Queued photos of one preset stylised together: auto = 4 on a GPU, 1 on a CPU."
+    )
 
     @field_validator("extensions")
     @classmethod

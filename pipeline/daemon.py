@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -35,6 +36,7 @@ from pipeline.disposal import after_failure, after_success
 from pipeline.errors import Cancelled, OutputError, PhotostyleError, StageError, WeightsError
 from pipeline.fileops import write_text_atomic
 from pipeline.fingerprint import file_hash, settings_hash
+from pipeline.context import JobResult
 from pipeline.job import JobRequest
 from pipeline.ledger import Ledger, job_key
 from pipeline.systemd import Notifier
@@ -81,6 +83,7 @@ class RunningJob:
     path: Path
     preset: str
     started: float = field(default_factory=time.time)
+    batch: int = 1
     done: int = 0
     total: int = 0
     message: str = ""
@@ -421,18 +424,30 @@ class Daemon:
         return self.stop_requested.is_set() and time.monotonic() >= self.stop_deadline
 
     def _work(self, engine: Worker) -> None:
+        held: deque[WorkItem | None] = deque()  # taken from the queue for a batch, but for another preset
         while True:
-            item = self.work.get()
+            item = held.popleft() if held else self.work.get()
             if item is None or self.stop_requested.is_set():
                 return
             if engine.app is not self.app:  # config reloaded: same loaded models, new settings
                 engine = Worker(self.app, cache=engine.resources.cache)
+            batch = [item]
+            while len(batch) < engine.batch_size and not held:
+                try:
+                    more = self.work.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None and more.preset == item.preset:
+                    batch.append(more)
+                else:
+                    held.append(more)
             try:
-                outcome = self._run_item(engine, item)
-            except Exception as exc:  # a bug in photostyle itself: log it, keep the photo, keep running
-                log.exception("internal error", extra={"fields": {"job": item.job_id, "file": item.path}})
-                outcome = Outcome(item, "retry", f"internal error: {exc}")
-            self.outcomes.put(outcome)
+                outcomes = self._run_items(engine, batch)
+            except Exception as exc:  # a bug in photostyle itself: log it, keep the photos, keep running
+                log.exception("internal error", extra={"fields": {"jobs": ",".join(i.job_id for i in batch)}})
+                outcomes = [Outcome(each, "retry", f"internal error: {exc}") for each in batch]
+            for outcome in outcomes:
+                self.outcomes.put(outcome)
             self.wake.set()
 
     def _unchanged(self, item: WorkItem) -> bool | None:
@@ -442,37 +457,65 @@ class Daemon:
             return None
         return (info.st_size, info.st_mtime_ns) == (item.size, item.mtime_ns)
 
-    def _run_item(self, engine: Worker, item: WorkItem) -> Outcome:
+    def _gone_or_changed(self, item: WorkItem) -> Outcome | None:
+        """A queued photo deleted or replaced since it was fingerprinted is not run (a replacement is new work)."""
         unchanged = self._unchanged(item)
+        if unchanged:
+            return None
+        self.ledger.forget(item.key)
         if unchanged is None:
             log.info("deleted before it was processed", extra={"fields": {"job": item.job_id, "file": item.path}})
-            self.ledger.forget(item.key)
             return Outcome(item, "gone")
-        if not unchanged:
-            log.info("changed while queued; taking it again", extra={"fields": {"job": item.job_id,
-                                                                                "file": item.path}})
-            self.ledger.forget(item.key)
-            return Outcome(item, "changed")
-        preset = item.preset if item.preset in self.config.presets else self.config.default_preset
-        fields = {"job": item.job_id, "file": item.path, "preset": preset}
-        self.ledger.mark_running(item.key)
+        log.info("changed while queued; taking it again", extra={"fields": {"job": item.job_id, "file": item.path}})
+        return Outcome(item, "changed")
+
+    def _run_items(self, engine: Worker, items: list[WorkItem]) -> list[Outcome]:
+        """Run one photo, or several of one preset as a batch; settle each one's outcome."""
+        outcomes = [outcome for outcome in map(self._gone_or_changed, items) if outcome is not None]
+        settled = {id(outcome.item) for outcome in outcomes}
+        runnable = [item for item in items if id(item) not in settled]
+        if not runnable:
+            return outcomes
+        preset = runnable[0].preset if runnable[0].preset in self.config.presets else self.config.default_preset
+        requests = [JobRequest(source=item.path, preset=preset, job_id=item.job_id) for item in runnable]
+        for item in runnable:
+            self.ledger.mark_running(item.key)
+            log.info("started", extra={"fields": {"job": item.job_id, "file": item.path, "preset": preset,
+                                                  "batch": len(runnable)}})
         with self._running_lock:
-            self.running = RunningJob(item.job_id, item.path, preset)
-        log.info("started", extra={"fields": fields})
+            self.running = RunningJob(runnable[0].job_id, runnable[0].path, preset, batch=len(runnable))
         try:
-            result = engine.run(JobRequest(source=item.path, preset=preset, job_id=item.job_id),
-                                progress=self._progress, should_stop=self._should_abandon)
+            if len(runnable) == 1:
+                try:
+                    results: list[Any] = [engine.run(requests[0], progress=self._progress,
+                                                     should_stop=self._should_abandon)]
+                except Cancelled:
+                    raise
+                except PhotostyleError as exc:
+                    results = [exc]
+            else:
+                results = engine.run_batch(requests, progress=self._progress, should_stop=self._should_abandon)
         except Cancelled:
-            self.ledger.mark_queued(item.key, "interrupted by shutdown")
-            log.warning("abandoned at shutdown; left queued for the next start", extra={"fields": fields})
-            return Outcome(item, "cancelled")
-        except (OutputError, WeightsError) as exc:
-            reason = " ".join(str(exc).split())
+            for item in runnable:
+                self.ledger.mark_queued(item.key, "interrupted by shutdown")
+                log.warning("abandoned at shutdown; left queued for the next start",
+                            extra={"fields": {"job": item.job_id, "file": item.path, "preset": preset}})
+            return outcomes + [Outcome(item, "cancelled") for item in runnable]
+        finally:
+            with self._running_lock:
+                self.running = None
+        return outcomes + [self._settle(item, preset, result) for item, result in zip(runnable, results, strict=True)]
+
+    def _settle(self, item: WorkItem, preset: str, result: JobResult | PhotostyleError) -> Outcome:
+        """Record a finished job and move its original: done, retry later, or failed."""
+        fields = {"job": item.job_id, "file": item.path, "preset": preset}
+        if isinstance(result, (OutputError, WeightsError)):
+            reason = " ".join(str(result).split())
             self.ledger.mark_queued(item.key, reason)
             log.error("could not finish; the photo stays in the inbox", extra={"fields": {**fields, "reason": reason}})
             return Outcome(item, "retry", reason)
-        except PhotostyleError as exc:
-            stage, reason = _stage_of(exc), _reason_of(exc, item.path)
+        if isinstance(result, PhotostyleError):
+            stage, reason = _stage_of(result), _reason_of(result, item.path)
             self.ledger.mark_failed(item.key, f"{stage}: {reason}")
             log.error("failed", extra={"fields": {**fields, "stage": stage, "reason": reason}})
             try:
@@ -481,9 +524,6 @@ class Daemon:
             except OSError as move_error:
                 log.error("could not move to failed", extra={"fields": {**fields, "reason": move_error}})
             return Outcome(item, "failed", reason)
-        finally:
-            with self._running_lock:
-                self.running = None
         self.ledger.mark_done(item.key, str(result.output))
         timings = {stage: f"{seconds:.2f}s" for stage, seconds in result.timings.items()}
         log.info("done", extra={"fields": {**fields, **timings, "total": f"{result.seconds:.2f}s",

@@ -81,6 +81,17 @@ def stylize(image: Image.Image, ctx: JobContext) -> Image.Image | None:
     """
 
 
+@hookspec(firstresult=True)
+def stylize_batch(images: list[Image.Image], ctxs: list[JobContext]) -> list[Image.Image] | None:
+    """Firstresult: stylise several photos of one preset together (one optimisation on a GPU).
+
+    Called when a worker runs a batch (the daemon on a GPU, ``watch.batch_size``);
+    return one image per input, in order, or ``None`` to decline, and each photo
+    then goes through ``stylize`` on its own. The built-in engine batches photos
+    whose working sizes match.
+    """
+
+
 @hookspec
 def postprocess(image: Image.Image, ctx: JobContext) -> Image.Image:
     """Chain: adjust the stylised image before it is saved.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,78 @@ def _record(result: JobResult, ctx: JobContext) -> Path | None:
         return None
 
 
+class _Job:
+    """One photo's context, clock and stages, so single and batched runs share every step."""
+
+    def __init__(
+        self,
+        request: JobRequest,
+        host: PluginHost,
+        resources: WorkerResources,
+        progress: Callable[[int, int, str], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        config = resources.config
+        self.request = request
+        self.host = host
+        self.ctx = JobContext(
+            job_id=request.job_id or uuid.uuid4().hex[:12],
+            source=request.source,
+            preset_name=request.preset,
+            preset=config.presets[request.preset],
+            resources=resources,
+        )
+        if progress is not None:
+            self.ctx.progress = progress
+        if should_stop is not None:
+            self.ctx.should_stop = should_stop
+        self.output_dir = request.output_dir or config.outbox / request.preset
+        self.clock = _Stopwatch()
+
+    @contextmanager
+    def failures(self) -> Iterator[None]:
+        """Tell ``job_failed`` about any failure; an unwritable outbox becomes a retryable OutputError."""
+        try:
+            yield
+        except Cancelled:
+            raise
+        except PhotostyleError as exc:
+            self.host.notify("job_failed", fatal=False, ctx=self.ctx, error=str(exc))
+            raise
+        except OSError as exc:  # the outbox could not be written: disk full, permission denied
+            error = OutputError(str(self.output_dir), exc.strerror or str(exc))
+            self.host.notify("job_failed", fatal=False, ctx=self.ctx, error=str(error))
+            raise error from exc
+
+    def prepare_image(self) -> object:
+        """job_started, load, preprocess: the image the stylize stage receives."""
+        ctx = self.ctx
+        self.host.notify("job_started", fatal=True, ctx=ctx)
+        image = self.clock.run("load", lambda: _load(ctx))
+        return self.clock.run("preprocess", lambda: self.host.chain("preprocess", image, ctx=ctx))
+
+    def stylize(self, image: object) -> object:
+        return self.clock.run("stylize", lambda: _stylize(self.host, image, self.ctx))
+
+    def finish(self, image: object) -> JobResult:
+        """postprocess, save, sidecar, job_finished."""
+        ctx = self.ctx
+        image = self.clock.run("postprocess", lambda: self.host.chain("postprocess", image, ctx=ctx))
+        output = self.clock.run("save", lambda: _save(image, ctx, self.output_dir))
+        result = JobResult(
+            job_id=ctx.job_id,
+            source=self.request.source,
+            output=output,  # type: ignore[arg-type]
+            preset=self.request.preset,
+            seconds=self.clock.total,
+            timings=self.clock.timings,
+            report=ctx.report,
+        )
+        result.sidecar = self.clock.run("sidecar", lambda: _record(result, ctx))  # type: ignore[assignment]
+        self.host.notify("job_finished", fatal=False, ctx=ctx, result=result)
+        return result
+
+
 def run_job(
     request: JobRequest,
     host: PluginHost,
@@ -101,45 +174,63 @@ def run_job(
     should_stop: Callable[[], bool] | None = None,
 ) -> JobResult:
     """Run one photo through every stage and save it; raise PhotostyleError on failure."""
-    config = resources.config
-    ctx = JobContext(
-        job_id=request.job_id or uuid.uuid4().hex[:12],
-        source=request.source,
-        preset_name=request.preset,
-        preset=config.presets[request.preset],
-        resources=resources,
-    )
-    if progress is not None:
-        ctx.progress = progress
-    if should_stop is not None:
-        ctx.should_stop = should_stop
-    output_dir = request.output_dir or config.outbox / request.preset
-    clock = _Stopwatch()
-    try:
-        host.notify("job_started", fatal=True, ctx=ctx)
-        image = clock.run("load", lambda: _load(ctx))
-        image = clock.run("preprocess", lambda: host.chain("preprocess", image, ctx=ctx))
-        image = clock.run("stylize", lambda: _stylize(host, image, ctx))
-        image = clock.run("postprocess", lambda: host.chain("postprocess", image, ctx=ctx))
-        output = clock.run("save", lambda: _save(image, ctx, output_dir))
-    except Cancelled:
-        raise
-    except PhotostyleError as exc:
-        host.notify("job_failed", fatal=False, ctx=ctx, error=str(exc))
-        raise
-    except OSError as exc:  # the outbox could not be written: disk full, permission denied
-        error = OutputError(str(output_dir), exc.strerror or str(exc))
-        host.notify("job_failed", fatal=False, ctx=ctx, error=str(error))
-        raise error from exc
-    result = JobResult(
-        job_id=ctx.job_id,
-        source=request.source,
-        output=output,  # type: ignore[arg-type]
-        preset=request.preset,
-        seconds=clock.total,
-        timings=clock.timings,
-        report=ctx.report,
-    )
-    result.sidecar = clock.run("sidecar", lambda: _record(result, ctx))  # type: ignore[assignment]
-    host.notify("job_finished", fatal=False, ctx=ctx, result=result)
-    return result
+    job = _Job(request, host, resources, progress, should_stop)
+    with job.failures():
+        return job.finish(job.stylize(job.prepare_image()))
+
+
+def run_jobs(
+    requests: list[JobRequest],
+    host: PluginHost,
+    resources: WorkerResources,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[JobResult | PhotostyleError]:
+    """Several photos of one preset, stylised in one batch when a plugin implements ``stylize_batch``.
+
+    Each photo succeeds or fails on its own: the list holds a result or the
+    error for each request, in order. A photo the batch plugin declines (or
+    every photo, when none accepts) goes through ``stylize`` alone.
+    """
+    jobs = [_Job(request, host, resources, progress, should_stop) for request in requests]
+    outcomes: list[JobResult | PhotostyleError | None] = [None] * len(jobs)
+    images: dict[int, object] = {}
+    for index, job in enumerate(jobs):
+        try:
+            with job.failures():
+                images[index] = job.prepare_image()
+        except Cancelled:
+            raise
+        except PhotostyleError as exc:
+            outcomes[index] = exc
+    stylized: dict[int, object] = {}
+    ready = sorted(images)
+    if len(ready) > 1:
+        began = time.perf_counter()
+        try:
+            batch, plugin = host.first_result(
+                "stylize_batch", images=[images[i] for i in ready], ctxs=[jobs[i].ctx for i in ready]
+            )
+        except StageError as exc:  # the batch plugin failed: every photo in it fails with its name
+            for index in ready:
+                host.notify("job_failed", fatal=False, ctx=jobs[index].ctx, error=str(exc))
+                outcomes[index] = exc
+            ready, batch = [], None
+        if batch is not None:
+            elapsed = time.perf_counter() - began
+            for index, image in zip(ready, batch, strict=True):
+                stylized[index] = image
+                jobs[index].clock.timings["stylize"] = elapsed
+                jobs[index].ctx.report.update(stylized_by=plugin, batch=len(ready))
+    for index in ready:
+        job = jobs[index]
+        try:
+            with job.failures():
+                image = stylized[index] if index in stylized else job.stylize(images[index])
+                outcomes[index] = job.finish(image)
+        except Cancelled:
+            raise
+        except PhotostyleError as exc:
+            outcomes[index] = exc
+    return outcomes  # type: ignore[return-value]

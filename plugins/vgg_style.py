@@ -8,7 +8,9 @@ per style, and hands tensors to the engine, which does no file I/O.
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -18,7 +20,7 @@ from PIL import Image
 from pipeline.context import JobContext, WorkerResources
 from pipeline.hookspecs import hookimpl
 from pipeline.imageio import load_photo, resize_long_edge
-from pipeline.nst.engine import EngineSettings, Progress, stylize as run_engine
+from pipeline.nst.engine import EngineSettings, Progress, initial_image, stylize as run_engine
 from pipeline.nst.layer_names import min_side
 from pipeline.nst.layers import FeatureExtractor
 from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
@@ -27,6 +29,11 @@ from pipeline.style_cache import Lookup, StyleTargetCache, file_digest, targets_
 from pipeline.weights import load_features, weights_identity
 
 
+# Working memory of one optimisation (activations, gradients, up to 60 L-BFGS history pairs) per
+# megapixel of the working image, above the loaded model. Measured on the CPU at 512 px with the
+# default schedule (bench/benchmark.py --run project --size 512 [--precision fp32], job peak RSS):
+# 5465 MB/MP in fp32, 6266 MB/MP with bf16 autocast (it keeps bf16 copies too). Rounded up.
+MB_PER_MEGAPIXEL = {"fp32": 5500.0, "half": 6300.0}
 RETRY_SCALE = 0.75  # each out-of-memory retry shrinks the working size's long edge to 3/4 (about half the pixels)
 
 
@@ -136,77 +143,165 @@ def prepare(preset_name: str, preset: Any, resources: WorkerResources) -> None:
         preset_style_targets(preset, extractor, resources, style_long_edge(preset, round(preset.size * scale)))
 
 
+OUT_OF_MEMORY_MESSAGES = (
+    "out of memory",  # CUDA, MPS
+    "can't allocate memory",  # torch's CPU allocator
+    "could not create a primitive",  # oneDNN (bf16 on the CPU) when its scratch memory cannot be allocated
+)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError ("can't allocate memory")."""
+    """CUDA's OutOfMemoryError, or a RuntimeError the CPU allocators raise when memory runs out."""
     if isinstance(error, torch.OutOfMemoryError):
         return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in OUT_OF_MEMORY_MESSAGES)
 
 
 def _release_memory(device: str) -> None:
+    """Give memory back after an out-of-memory failure (call once the exception is gone: its
+    traceback holds the failed attempt's tensors)."""
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+    elif sys.platform.startswith("linux"):
+        try:  # glibc keeps freed heap pages; return them, or the retry finds the address space still full
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
-def _stylize_at(image: Image.Image, ctx: JobContext, size: int) -> Image.Image:
-    """One optimisation at working size ``size`` (long edge); fills ``ctx.report``."""
+def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: int) -> list[Image.Image]:
+    """One optimisation for photos of one preset whose working sizes match; fills each ``ctx.report``.
+
+    Several photos become one batch (B, 3, H, W): the objective is the sum of
+    theirs, so one L-BFGS run optimises them all, which keeps a GPU busy.
+    """
+    ctx = ctxs[0]
     preset = ctx.preset
     weights = objective_weights(preset)
     extractor = FeatureExtractor(network(ctx.resources), weights.layers)
     smallest = min_side(weights.layers)
-    content = image_to_tensor(resize_long_edge(image, size, smallest), ctx.device)
+    content = torch.cat([image_to_tensor(resize_long_edge(image, size, smallest), ctx.device) for image in images])
     settings = engine_settings(preset)
     dtype = compute_dtype(preset.precision, ctx.device)
     lookups: list[Lookup] = []
+    objectives: list[Objective] = []
 
     def objective_at(level_content: torch.Tensor) -> Objective:
         lookup = preset_style_targets(
             preset, extractor, ctx.resources, style_long_edge(preset, max(level_content.shape[-2:]))
         )
         lookups.append(lookup)
-        return Objective(extractor, level_content, lookup.targets, weights, compute_dtype=dtype)
+        objectives.append(Objective(extractor, level_content, lookup.targets, weights, compute_dtype=dtype))
+        return objectives[-1]
 
     def report(progress: Progress) -> None:
         ctx.progress(progress.evaluation, progress.budget, f"loss {progress.loss.total:.4g}")
 
     result = run_engine(content, objective_at, settings, min_side=smallest, on_progress=report,
                         should_stop=ctx.should_stop)
-    ctx.report["loss"] = {"initial": result.initial.as_dict(), "final": result.final.as_dict()}
-    ctx.report["style_targets"] = {
-        "source": ",".join(lookup.source for lookup in lookups),
-        "seconds": round(sum(lookup.seconds for lookup in lookups), 4),
-    }
+    # Every photo's own figures, at the working size, in full precision: where it started, what is saved.
+    scorer = Objective(extractor, content, objectives[-1].style_targets, weights)
+    initial = scorer.evaluate_each(initial_image(content, settings.init, settings.seed))
+    final = scorer.evaluate_each(result.image)
     model = ctx.config.model
-    ctx.report["engine"] = {
-        "name": "gatys-vgg19",
-        "evaluations": result.evaluations,
-        "level_evaluations": list(result.level_evaluations),
-        "working_size": [content.shape[3], content.shape[2]],
-        "device": ctx.device,
-        "weights": weights_identity(model.weights),
-        "pooling": model.pooling,
-        "precision": str(dtype or torch.float32).replace("torch.", ""),
-        "settings": {**asdict(settings), **asdict(weights)},
-    }
-    return tensor_to_image(result.image)
+    for index, job in enumerate(ctxs):
+        job.report["loss"] = {"initial": initial[index].as_dict(), "final": final[index].as_dict()}
+        job.report["style_targets"] = {
+            "source": ",".join(lookup.source for lookup in lookups),
+            "seconds": round(sum(lookup.seconds for lookup in lookups), 4),
+        }
+        job.report["engine"] = {
+            "name": "gatys-vgg19",
+            "evaluations": result.evaluations,
+            "level_evaluations": list(result.level_evaluations),
+            "working_size": [content.shape[3], content.shape[2]],
+            "batch": len(images),
+            "device": ctx.device,
+            "weights": weights_identity(model.weights),
+            "pooling": model.pooling,
+            "precision": str(dtype or torch.float32).replace("torch.", ""),
+            "settings": {**asdict(settings), **asdict(weights)},
+        }
+    return [tensor_to_image(result.image[index:index + 1]) for index in range(len(images))]
+
+
+def memory_limit_mb(resources: WorkerResources) -> float | None:
+    """``limits.memory_mb``, else on a GPU the memory it has free (minus a margin), else no limit."""
+    configured = resources.config.limits.memory_mb
+    if configured is not None:
+        return float(configured)
+    if resources.device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(resources.device))
+        return 0.9 * free / 2**20
+    return None
+
+
+def working_megapixels(image: Image.Image, size: int, smallest: int) -> float:
+    width, height = image.size
+    scale = max(size / max(width, height), smallest / min(width, height))
+    return width * scale * height * scale / 1e6
+
+
+def size_for_memory(image: Image.Image, ctx: JobContext, size: int, photos: int = 1) -> int:
+    """The largest working size (at most ``size``) whose estimated memory fits the limit.
+
+    The estimate is the measured working memory per megapixel (``MB_PER_MEGAPIXEL``)
+    times the working image's megapixels and the number of photos optimised together.
+    """
+    limit = memory_limit_mb(ctx.resources)
+    if limit is None:
+        return size
+    smallest = min_side(ctx.preset.style_layers + ctx.preset.content_layers)
+    per_megapixel = MB_PER_MEGAPIXEL["fp32" if compute_dtype(ctx.preset.precision, ctx.device) is None else "half"]
+    needed = per_megapixel * working_megapixels(image, size, smallest) * photos
+    if needed <= limit:
+        return size
+    fitted = max(smallest, int(size * (limit / needed) ** 0.5))
+    message = (f"working size {size} px needs about {needed:.0f} MB, over the memory limit of {limit:.0f} MB; "
+               f"using {fitted} px")
+    ctx.log.warning("%s: %s", ctx.source, message)
+    ctx.report.setdefault("warnings", []).append(message)
+    return fitted
 
 
 @hookimpl
 def stylize(image: Image.Image, ctx: JobContext) -> Image.Image:
-    """Stylise at the preset's size; out of memory, retry at 3/4 of the size (with a warning) until it fits."""
-    size = ctx.preset.size
+    """Stylise at the preset's size (reduced to fit the memory limit); out of memory, retry at 3/4 of it."""
+    size = size_for_memory(image, ctx, ctx.preset.size)
     smallest = min_side(ctx.preset.style_layers + ctx.preset.content_layers)
     while True:
         try:
-            return _stylize_at(image, ctx, size)
+            return _stylize_together([image], [ctx], size)[0]
         except Exception as error:
             if not is_out_of_memory(error) or size <= smallest:
                 raise
-            _release_memory(ctx.device)
-            smaller = max(smallest, int(size * RETRY_SCALE))
-            message = f"out of memory at {size} px on {ctx.device}; retrying at {smaller} px"
-            ctx.log.warning("%s: %s", ctx.source, message)
-            ctx.report.setdefault("warnings", []).append(message)
-            size = smaller
+        _release_memory(ctx.device)
+        smaller = max(smallest, int(size * RETRY_SCALE))
+        message = f"out of memory at {size} px on {ctx.device}; retrying at {smaller} px"
+        ctx.log.warning("%s: %s", ctx.source, message)
+        ctx.report.setdefault("warnings", []).append(message)
+        size = smaller
+
+
+@hookimpl
+def stylize_batch(images: list[Image.Image], ctxs: list[JobContext]) -> list[Image.Image] | None:
+    """Batch photos whose working sizes match; decline (photo by photo) otherwise or when memory runs out."""
+    preset = ctxs[0].preset
+    smallest = min_side(preset.style_layers + preset.content_layers)
+    if any(ctx.preset_name != ctxs[0].preset_name for ctx in ctxs):
+        return None
+    if len({resize_long_edge(image, preset.size, smallest).size for image in images}) != 1:
+        return None
+    limit = memory_limit_mb(ctxs[0].resources)
+    per_megapixel = MB_PER_MEGAPIXEL["fp32" if compute_dtype(preset.precision, ctxs[0].device) is None else "half"]
+    if limit is not None and per_megapixel * working_megapixels(images[0], preset.size, smallest) * len(images) > limit:
+        return None  # together they would not fit: one by one, each at the largest size that does
+    try:
+        return _stylize_together(images, ctxs, preset.size)
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+    _release_memory(ctxs[0].device)
+    ctxs[0].log.warning("out of memory for a batch of %d; running them one by one", len(images))
+    return None

@@ -98,17 +98,22 @@ class Objective(nn.Module):
             features = self.extractor(image)
         return {layer: value.float() for layer, value in features.items()}
 
-    def terms(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Weighted (content, style, tv) terms, each summed over the batch."""
+    def term_vectors(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Weighted (content, style, tv) terms, one value per batch item: each (B,)."""
         w = self.weights
         features = self.features(image)
-        content = sum(content_loss(features[layer], self.content_targets[layer]).sum() for layer in w.content_layers)
+        content = sum(content_loss(features[layer], self.content_targets[layer]) for layer in w.content_layers)
         style = sum(
-            wl * style_layer_loss(features[layer], self.style_targets[layer]).sum()
+            wl * style_layer_loss(features[layer], self.style_targets[layer])
             for layer, wl in zip(w.style_layers, w.style_layer_weights, strict=True)
         )
-        tv = total_variation(image).sum() if w.tv_weight > 0 else image.new_zeros(())
+        tv = total_variation(image) if w.tv_weight > 0 else image.new_zeros(image.shape[0])
         return w.content_weight * content, w.style_weight * style, w.tv_weight * tv
+
+    def terms(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Weighted (content, style, tv) terms, each summed over the batch."""
+        content, style, tv = self.term_vectors(image)
+        return content.sum(), style.sum(), tv.sum()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         content, style, tv = self.terms(image)
@@ -119,3 +124,12 @@ class Objective(nn.Module):
         """The terms as floats, without building a graph (for scoring a finished image)."""
         content, style, tv = self.terms(image)
         return LossTerms(float(content), float(style), float(tv), float(content + style + tv))
+
+    @torch.no_grad()
+    def evaluate_each(self, image: torch.Tensor) -> list[LossTerms]:
+        """The terms of every batch item separately (each photo of a batch gets its own figures)."""
+        content, style, tv = self.term_vectors(image)
+        return [
+            LossTerms(float(c), float(s), float(t), float(c + s + t))
+            for c, s, t in zip(content.tolist(), style.tolist(), tv.tolist(), strict=True)
+        ]

@@ -15,6 +15,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
@@ -64,10 +65,11 @@ def claim_free_name(source: Path, folder: Path, stem: str, suffix: str) -> Path:
     raise FileExistsError(f"{folder}: no free name for {stem}{suffix}")
 
 
-def write_new_file(data: bytes, folder: Path, stem: str, suffix: str) -> Path:
-    """Write ``data`` as a new file ``folder/stem[-N]suffix``, atomically; return its path."""
+@contextmanager
+def _durable_temp(folder: Path, name: str, data: bytes) -> Iterator[Path]:
+    """``data`` in a fsynced, dot-named temp file in ``folder``; removed afterwards unless renamed away."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -75,10 +77,16 @@ def write_new_file(data: bytes, folder: Path, stem: str, suffix: str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, 0o644)
-        target = claim_free_name(temp, folder, stem, suffix)
+        yield temp
     finally:
         if temp.exists():
             temp.unlink()
+
+
+def write_new_file(data: bytes, folder: Path, stem: str, suffix: str) -> Path:
+    """Write ``data`` as a new file ``folder/stem[-N]suffix``, atomically; return its path."""
+    with _durable_temp(folder, stem, data) as temp:
+        target = claim_free_name(temp, folder, stem, suffix)
     fsync_dir(folder)
     return target
 
@@ -90,18 +98,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (files photostyle owns: sidecars, thumbnails, sheets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
+    with _durable_temp(path.parent, path.name, data) as temp:
+        os.replace(temp, path)
 
 
 def move_without_overwrite(source: Path, folder: Path) -> Path:

@@ -431,16 +431,7 @@ class Daemon:
                 return
             if engine.app is not self.app:  # config reloaded: same loaded models, new settings
                 engine = Worker(self.app, cache=engine.resources.cache)
-            batch = [item]
-            while len(batch) < engine.batch_size and not held:
-                try:
-                    more = self.work.get_nowait()
-                except queue.Empty:
-                    break
-                if more is not None and more.preset == item.preset:
-                    batch.append(more)
-                else:
-                    held.append(more)
+            batch = self._gather(item, held, engine.batch_size)
             try:
                 outcomes = self._run_items(engine, batch)
             except Exception as exc:  # a bug in photostyle itself: log it, keep the photos, keep running
@@ -449,6 +440,28 @@ class Daemon:
             for outcome in outcomes:
                 self.outcomes.put(outcome)
             self.wake.set()
+
+    def _gather(self, first: WorkItem, held: deque[WorkItem | None], limit: int) -> list[WorkItem]:
+        """``first`` plus up to ``limit - 1`` queued photos of its preset; others wait in ``held``, in order."""
+        batch = [first]
+        for other in list(held):
+            if len(batch) >= limit:
+                return batch
+            if other is not None and other.preset == first.preset:
+                held.remove(other)
+                batch.append(other)
+        while len(batch) < limit:
+            try:
+                more = self.work.get_nowait()
+            except queue.Empty:
+                break
+            if more is not None and more.preset == first.preset:
+                batch.append(more)
+                continue
+            held.append(more)
+            if more is None:  # shutdown: nothing after it
+                break
+        return batch
 
     def _unchanged(self, item: WorkItem) -> bool | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -15,12 +16,53 @@ from typing import Any
 
 import yaml
 
-from conftest import synthetic_style
+from conftest import synthetic_photo, synthetic_style
+
+
+SLOW_PLUGIN = '''
+"""Test plugin: photos named slow* take PHOTOSTYLE_TEST_SLOW seconds in preprocess (honouring shutdown)."""
+import os
+import time
+
+from pipeline import hookimpl
+from pipeline.errors import Cancelled
+
+
+@hookimpl
+def preprocess(image, ctx):
+    seconds = float(os.environ.get("PHOTOSTYLE_TEST_SLOW", "0"))
+    if ctx.source.name.startswith("slow"):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ctx.progress(int(10 * (1 - (end - time.monotonic()) / seconds)), 10, "sleeping")
+            if ctx.should_stop():
+                raise Cancelled("stopped")
+            time.sleep(0.05)
+    return image
+'''
+
+
+def jpeg_bytes(seed: int = 0, size: tuple[int, int] = (40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    synthetic_photo(size, seed=seed).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def drop(path: Path, data: bytes) -> Path:
+    """Write a photo the way a careful sync client does: temp name, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.part")
+    temp.write_bytes(data)
+    os.replace(temp, path)
+    return path
 
 
 def daemon_config(folder: Path, presets: dict[str, dict[str, Any]] | None = None, watch: dict[str, Any] | None = None,
-                  **extra: Any) -> Path:
-    """A config for daemon tests: random weights, tiny fast presets, short stability and rescan times."""
+                  slow: bool = False, **extra: Any) -> Path:
+    """A config for daemon tests: random weights, tiny fast presets, short stability and rescan times.
+
+    ``slow``: load the test plugin that makes photos named ``slow*`` take ``$PHOTOSTYLE_TEST_SLOW`` seconds.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for name, seed in (("style.png", 1), ("style2.png", 2)):
         if not (folder / name).exists():
@@ -36,6 +78,10 @@ def daemon_config(folder: Path, presets: dict[str, dict[str, Any]] | None = None
         },
         "plugins": {"disabled": ["gallery"]},
     }
+    if slow:
+        (folder / "plugins").mkdir(exist_ok=True)
+        (folder / "plugins" / "slow.py").write_text(SLOW_PLUGIN)
+        data["plugins"]["paths"] = [str(folder / "plugins")]
     data.update(extra)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -5,15 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import yaml
 
 from conftest import synthetic_photo
-from daemon_support import DaemonProcess, daemon_config
+from daemon_support import DaemonProcess, daemon_config, drop, jpeg_bytes
 from pipeline.app import load_app
 from pipeline.errors import PhotostyleError
 from pipeline.job import JobRequest
 from pipeline.worker import Worker
-from test_daemon import drop, jpeg_bytes, with_slow_plugin
 
 
 def _photos(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
@@ -62,12 +60,9 @@ def test_batch_size_is_one_on_the_cpu_unless_configured(make_config) -> None:
 
 
 def test_the_daemon_batches_queued_photos_of_one_preset(tmp_path: Path) -> None:
-    config = daemon_config(tmp_path / "p", watch={"batch_size": 3})
+    config = daemon_config(tmp_path / "p", watch={"batch_size": 3}, slow=True)
     root = config.parent
-    data = yaml.safe_load(config.read_text())
-    data["plugins"] = with_slow_plugin(root)
-    config.write_text(yaml.safe_dump(data))
-    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "3"}) as daemon:
+    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "5"}) as daemon:
         daemon.wait_ready()
         drop(root / "inbox" / "slow.jpg", jpeg_bytes(1))
         daemon.wait_msg("started")

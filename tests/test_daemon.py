@@ -18,55 +18,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import run_cli, synthetic_photo, write_text
-from daemon_support import DaemonProcess, daemon_config, files_under, wait_for
+from conftest import run_cli, synthetic_photo
+from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg_bytes, wait_for
 
-SLOW_PLUGIN = '''
-"""Test plugin: photos named slow* take PHOTOSTYLE_TEST_SLOW seconds in preprocess (honouring shutdown)."""
-import os
-import time
-
-from pipeline import hookimpl
-from pipeline.errors import Cancelled
-
-
-@hookimpl
-def preprocess(image, ctx):
-    seconds = float(os.environ.get("PHOTOSTYLE_TEST_SLOW", "0"))
-    if ctx.source.name.startswith("slow"):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            ctx.progress(int(10 * (1 - (end - time.monotonic()) / seconds)), 10, "sleeping")
-            if ctx.should_stop():
-                raise Cancelled("stopped")
-            time.sleep(0.05)
-    return image
-'''
-
-
-def jpeg_bytes(seed: int = 0, size: tuple[int, int] = (40, 30)) -> bytes:
-    buffer = io.BytesIO()
-    synthetic_photo(size, seed=seed).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def drop(path: Path, data: bytes) -> Path:
-    """Write a photo the way a careful sync client does: temp name, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.part")
-    temp.write_bytes(data)
-    os.replace(temp, path)
-    return path
 
 
 def ledger_rows(config_dir: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(config_dir / "state" / "ledger.sqlite3") as db:
         return db.execute("SELECT source, preset, state FROM jobs ORDER BY created").fetchall()
-
-
-def with_slow_plugin(folder: Path) -> dict:
-    write_text(folder / "plugins" / "slow.py", SLOW_PLUGIN)
-    return {"paths": [str(folder / "plugins")], "disabled": ["gallery"]}
 
 
 def test_photos_are_routed_by_folder_and_temp_files_ignored(tmp_path: Path) -> None:
@@ -195,11 +154,8 @@ def test_sighup_applies_a_valid_config_and_keeps_the_old_one_when_broken(tmp_pat
 
 
 def test_kill_9_during_a_job_then_restart_does_every_photo_exactly_once(tmp_path: Path) -> None:
-    config = daemon_config(tmp_path / "p")
+    config = daemon_config(tmp_path / "p", slow=True)
     root = config.parent
-    data = yaml.safe_load(config.read_text())
-    data["plugins"] = with_slow_plugin(root)
-    config.write_text(yaml.safe_dump(data))
     (root / "inbox").mkdir()
     names = ["slow_first.jpg", "second.jpg", "third.jpg"]
     for index, name in enumerate(names):
@@ -225,11 +181,8 @@ def test_kill_9_during_a_job_then_restart_does_every_photo_exactly_once(tmp_path
 
 
 def test_sigterm_abandons_a_long_job_within_the_timeout_and_it_is_redone_later(tmp_path: Path) -> None:
-    config = daemon_config(tmp_path / "p", watch={"shutdown_timeout": 1})
+    config = daemon_config(tmp_path / "p", watch={"shutdown_timeout": 1}, slow=True)
     root = config.parent
-    data = yaml.safe_load(config.read_text())
-    data["plugins"] = with_slow_plugin(root)
-    config.write_text(yaml.safe_dump(data))
     with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "60"}) as daemon:
         daemon.wait_ready()
         drop(root / "inbox" / "slow.jpg", jpeg_bytes(50))
@@ -310,11 +263,8 @@ def test_bad_inputs_never_stop_the_daemon(tmp_path: Path) -> None:
 
 
 def test_photos_deleted_or_replaced_while_queued(tmp_path: Path) -> None:
-    config = daemon_config(tmp_path / "p")
+    config = daemon_config(tmp_path / "p", slow=True)
     root = config.parent
-    data = yaml.safe_load(config.read_text())
-    data["plugins"] = with_slow_plugin(root)
-    config.write_text(yaml.safe_dump(data))
     with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "4"}) as daemon:
         daemon.wait_ready()
         drop(root / "inbox" / "slow.jpg", jpeg_bytes(70))

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("plugins", parents=[common], help="list loaded plugins, their source and hooks")
     commands.add_parser("presets", parents=[common], help="list presets with their style images and size")
 
-    show = commands.add_parser("show", help="show how a result was made (its sidecar)")
+    show = commands.add_parser("show", parents=[common], help="show how a result was made (its sidecar)")
     show.add_argument("output", type=Path, metavar="OUTPUT")
     show.add_argument("--json", action="store_true", help="print the raw sidecar record")
     commands.add_parser("gallery", parents=[common], help="rebuild outbox/index.html from the results' sidecars")
@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = commands.add_parser("weights", help="manage the VGG19 weights")
     weights_commands = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    weights_import = weights_commands.add_parser("import", help="validate a VGG19 state dict and cache it for offline use")
+    weights_import = weights_commands.add_parser(
+        "import", parents=[common], help="validate a VGG19 state dict and cache it for offline use"
+    )
     weights_import.add_argument("file", type=Path, metavar="FILE")
-    weights_commands.add_parser("status", help="show which VGG19 weights are cached")
+    weights_commands.add_parser("status", parents=[common], help="show which VGG19 weights are cached")
     return parser
 
 

@@ -63,7 +63,7 @@ def main() -> None:
         dtype = torch.bfloat16 if spec.pop("bf16", False) else None
         settings = EngineSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
         began = time.perf_counter()
-        result = stylize(content, lambda c: objective_at(c, dtype), settings, min_side=16)
+        result = stylize(content, lambda c, dtype=dtype: objective_at(c, dtype), settings, min_side=16)
         seconds = time.perf_counter() - began
         saved = image_to_tensor(tensor_to_image(result.image))  # what the user gets: clamped, 8-bit
         score = scorer.evaluate(saved).total

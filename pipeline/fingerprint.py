@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=256)
+def _memoised_hash(path: str, size: int, mtime_ns: int) -> str:
+    return file_hash(Path(path))
+
+
+def stable_file_hash(path: Path) -> str:
+    """SHA-256 of a file photostyle reads again and again (style images, weights), memoised on
+    (path, size, mtime) so a repeated lookup costs one stat."""
+    info = path.stat()
+    return _memoised_hash(str(path), info.st_size, info.st_mtime_ns)
+
+
 def settings_hash(config: Any, preset_name: str) -> str:
     """Hash of everything that changes a preset's output: its settings, its style images' bytes, the model.
 
@@ -28,7 +41,7 @@ def settings_hash(config: Any, preset_name: str) -> str:
     """
     preset = config.presets[preset_name]
     settings = preset.model_dump(mode="json")
-    styles = [{"sha256": file_hash(ref.image), "weight": ref.weight} for ref in preset.style_images]
+    styles = [{"sha256": stable_file_hash(ref.image), "weight": ref.weight} for ref in preset.style_images]
     settings["style"] = styles
     document = {"preset": settings, "model": config.model.model_dump(mode="json")}
     encoded = json.dumps(document, sort_keys=True, default=str).encode()

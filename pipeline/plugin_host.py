@@ -91,10 +91,6 @@ class PluginHost:
             raise PluginError(f"plugin {name!r} ({source}): {details or exc}") from None
         self.sources[name] = source
 
-    def unregister(self, name: str) -> None:
-        self.pm.unregister(name=name)
-        self.sources.pop(name, None)
-
     def check_hooks(self) -> None:
         """Fail when a plugin implements a hook that does not exist (usually a typo)."""
         known = sorted(name for name, value in vars(hookspecs).items() if hasattr(value, f"{hookspecs.PROJECT}_spec"))

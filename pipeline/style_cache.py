@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -26,17 +25,6 @@ from pipeline.fileops import write_bytes_atomic
 log = logging.getLogger(__name__)
 
 Targets = dict[str, torch.Tensor]
-
-
-@lru_cache(maxsize=256)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a style image, memoised on (path, size, mtime) so repeated lookups cost a stat."""
-    info = path.stat()
-    return _digest(str(path), info.st_size, info.st_mtime_ns)
 
 
 def targets_key(*, styles: list[tuple[str, float]], long_edge: int, layers: tuple[str, ...], pooling: str,

@@ -101,17 +101,11 @@ class StabilityGate:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def __contains__(self, path: Path) -> bool:
-        return path in self._pending
-
     def observe(self, path: Path, now: float | None = None) -> None:
         """Note a path as possibly changed (an event or a scan saw it)."""
         now = time.monotonic() if now is None else now
         if path not in self._pending:
             self._pending[path] = _Observation(-1, -1, now, now)
-
-    def discard(self, path: Path) -> None:
-        self._pending.pop(path, None)
 
     def release(self, now: float | None = None) -> list[StableFile]:
         """Re-stat every pending path; return (and forget) those that are ready, oldest first."""

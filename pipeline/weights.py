@@ -10,19 +10,18 @@ that same cache.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.errors import WeightsError
+from pipeline.fingerprint import stable_file_hash
 from pipeline.nst.layers import init_like_torchvision, vgg19_features
 
 log = logging.getLogger(__name__)
@@ -140,21 +139,6 @@ def import_weights(source: Path) -> Path:
     return target
 
 
-@lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a weights file, memoised on (path, size, mtime)."""
-    stat = path.stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
-
-
 def weights_identity(weights: str) -> str:
     """A short identity for the weights in use (records which network produced a result)."""
     if weights == "random":
@@ -162,7 +146,7 @@ def weights_identity(weights: str) -> str:
     path = cache_path() if weights == "torchvision" else Path(weights)
     if not path.is_file():
         return f"{weights}:missing"
-    return f"sha256:{file_sha256(path)[:16]}"
+    return f"sha256:{stable_file_hash(path)[:16]}"
 
 
 @dataclass
@@ -192,4 +176,4 @@ def weights_status() -> WeightsStatus:
     path = cache_path()
     if not path.is_file():
         return WeightsStatus(path=path, present=False)
-    return WeightsStatus(path=path, present=True, size_bytes=path.stat().st_size, sha256=file_sha256(path))
+    return WeightsStatus(path=path, present=True, size_bytes=path.stat().st_size, sha256=stable_file_hash(path))

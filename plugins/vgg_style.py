@@ -25,7 +25,8 @@ from pipeline.nst.layer_names import min_side
 from pipeline.nst.layers import FeatureExtractor
 from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
 from pipeline.tensors import image_to_tensor, tensor_to_image
-from pipeline.style_cache import Lookup, StyleTargetCache, file_digest, targets_key
+from pipeline.fingerprint import stable_file_hash
+from pipeline.style_cache import Lookup, StyleTargetCache, targets_key
 from pipeline.weights import load_features, weights_identity
 
 
@@ -82,7 +83,7 @@ def preset_style_targets(
     refs = preset.style_images
     model = resources.config.model
     key = targets_key(
-        styles=[(file_digest(ref.image), ref.weight) for ref in refs], long_edge=long_edge,
+        styles=[(stable_file_hash(ref.image), ref.weight) for ref in refs], long_edge=long_edge,
         layers=tuple(preset.style_layers), pooling=model.pooling, weights=weights_identity(model.weights),
     )
 

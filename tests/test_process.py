@@ -70,7 +70,7 @@ def test_bad_photos_get_one_line_each_and_the_rest_still_run(tmp_path: Path, pho
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 3
-    for bad, line in zip((text, truncated, missing), errors):
+    for bad, line in zip((text, truncated, missing), errors, strict=True):
         assert str(bad) in line
     assert "not an image" in errors[0] and "truncated" in errors[1] and "not found" in errors[2]
     assert "Traceback" not in captured.err

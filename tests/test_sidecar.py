@@ -35,7 +35,7 @@ def test_every_output_has_a_sidecar_that_says_how_to_reproduce_it(
     assert main(["process", *map(str, photos), "-c", str(config), "--json"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 2
-    for photo, printed in zip(photos, records):
+    for photo, printed in zip(photos, records, strict=True):
         output = Path(printed["output"])
         assert printed["sidecar"] == str(sidecar_path(output)) == f"{output}.json"
         record = read_sidecar(output)

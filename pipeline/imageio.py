@@ -121,18 +121,36 @@ def _check_regular_file(path: Path) -> None:
 
 
 def load_photo(path: Path, max_pixels: int) -> Photo:
-    """Decode a photo defensively (see the module docstring); raise ImageLoadError with a one-line reason."""
+    """Decode a photo file defensively (see the module docstring); raise ImageLoadError with a one-line reason.
+
+    For files named by the user or the config (``process``, style images). Photos from
+    the inbox are read through :mod:`pipeline.photo_file` and decoded with :func:`decode_photo`.
+    """
     _check_regular_file(path)
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_photo(data: bytes, label: str, max_pixels: int) -> Photo:
+    """Decode a photo from its bytes (read through a verified descriptor, or sent to a worker).
+
+    ``label`` names the photo in error messages (its path or file name).
+    """
+    if not data:
+        raise ImageLoadError(f"{label}: empty file (0 bytes)")
+    return _decode(io.BytesIO(data), label, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, label: str, max_pixels: int) -> Photo:
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check (errors at 2x) stays on as a backstop
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 width, height = opened.size
                 if width * height > max_pixels:
                     raise ImageLoadError(
-                        f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over "
+                        f"{label}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over "
                         f"limits.max_pixels ({max_pixels / 1e6:.1f} MP)"
                     )
                 fmt = opened.format or "unknown"
@@ -143,20 +161,20 @@ def load_photo(path: Path, max_pixels: int) -> Photo:
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image, or a format photostyle cannot read") from None
+        raise ImageLoadError(f"{label}: not an image, or a format photostyle cannot read") from None
     except Image.DecompressionBombError as exc:
         # Pillow's backstop fires inside Image.open (before our own size check) for anything over
         # twice the limit, so this is the usual path for a huge image: name the setting that
         # refused it, as the check above does, rather than only Pillow's doubled pixel figure.
         raise ImageLoadError(
-            f"{path}: refused before decoding, over limits.max_pixels ({max_pixels / 1e6:.1f} megapixels): {exc}"
+            f"{label}: refused before decoding, over limits.max_pixels ({max_pixels / 1e6:.1f} megapixels): {exc}"
         ) from None
     except PermissionError:
-        raise ImageLoadError(f"{path}: permission denied") from None
+        raise ImageLoadError(f"{label}: permission denied") from None
     except FileNotFoundError:
-        raise ImageLoadError(f"{path}: file disappeared while reading") from None
+        raise ImageLoadError(f"{label}: file disappeared while reading") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        raise ImageLoadError(f"{path}: damaged or truncated image ({exc})") from None
+        raise ImageLoadError(f"{label}: damaged or truncated image ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit  # a process-wide setting: leave it as found
     exif = upright.getexif()

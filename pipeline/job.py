@@ -1,9 +1,19 @@
-"""One photo through the stages: load, preprocess, stylize, postprocess, save, then its sidecar.
+"""One photo through the stages, in two halves: *render* (where the engine is) and *publish* (where the files are).
 
-This is the single code path behind ``photostyle process`` and the daemon. It
-knows the stage *hooks*, never a particular stage: which plugins run is the
-plugin host's business. Failures become a :class:`~pipeline.errors.PhotostyleError`
-naming the stage (and plugin), after the ``job_failed`` hook has been told.
+- :func:`render_jobs` runs in a worker: decode the photo's bytes, ``job_started``,
+  preprocess, stylize, postprocess, encode. It returns the encoded result and the
+  report, and writes no file, so a worker can be a thread here or a Ray actor on
+  another machine.
+- :func:`publish` runs where the outbox is (``process``, the daemon's coordinator):
+  write the result under a free name, write its sidecar, then ``job_finished``.
+  The result only counts once both are on disk; a sidecar that cannot be written
+  takes the result back, so a full disk means "retry later", never a result the
+  gallery and ``photostyle show`` cannot explain.
+
+:func:`run_job`/:func:`run_jobs` do both in one process. This module knows the
+stage *hooks*, never a particular stage: which plugins run is the plugin host's
+business. Failures become a :class:`~pipeline.errors.PhotostyleError` naming the
+stage (and plugin), after the ``job_failed`` hook has been told.
 """
 
 from __future__ import annotations
@@ -12,15 +22,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.context import JobContext, JobResult, WorkerResources
 from pipeline.errors import Cancelled, OutputError, PhotostyleError, StageError
 from pipeline.fileops import write_new_file
-from pipeline.imageio import EXTENSIONS, encode, load_photo
+from pipeline.imageio import EXTENSIONS, Photo, decode_photo, encode, load_photo
 from pipeline.plugin_host import PluginHost
 from pipeline.sidecar import write_sidecar
+
+ProgressSink = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,20 @@ class JobRequest:
     preset: str
     output_dir: Path | None = None  # default: outbox/<preset>/
     job_id: str | None = None
+    data: bytes | None = field(default=None, repr=False)  # the photo's bytes, when already read (see module doc)
+
+
+@dataclass
+class Rendered:
+    """A worker's product: the encoded result and its report; nothing written to disk yet."""
+
+    job_id: str
+    preset: str
+    data: bytes = field(repr=False)
+    suffix: str
+    report: dict[str, Any]
+    timings: dict[str, float]
+    seconds: float
 
 
 class _Stopwatch:
@@ -52,8 +79,14 @@ class _Stopwatch:
         return time.perf_counter() - self.start
 
 
-def _load(ctx: JobContext) -> object:
-    photo = load_photo(ctx.source, ctx.config.limits.max_pixels)
+def _read_photo(request: JobRequest, max_pixels: int) -> Photo:
+    if request.data is not None:
+        return decode_photo(request.data, str(request.source), max_pixels)
+    return load_photo(request.source, max_pixels)
+
+
+def _load(ctx: JobContext, request: JobRequest) -> object:
+    photo = _read_photo(request, ctx.config.limits.max_pixels)
     ctx.original, ctx.alpha = photo.image, photo.alpha
     ctx.exif, ctx.icc_profile = photo.exif, photo.icc_profile
     ctx.report["input_format"] = photo.format
@@ -70,10 +103,10 @@ def _stylize(host: PluginHost, image: object, ctx: JobContext) -> object:
     return result
 
 
-def _save(image: object, ctx: JobContext, output_dir: Path) -> Path:
+def _encode(image: object, ctx: JobContext) -> bytes:
     options = ctx.preset.output
     keep = options.keep_metadata
-    data = encode(
+    return encode(
         image,  # type: ignore[arg-type]
         options.format,
         quality=options.quality,
@@ -81,128 +114,105 @@ def _save(image: object, ctx: JobContext, output_dir: Path) -> Path:
         exif=ctx.exif if keep else None,
         icc_profile=ctx.icc_profile if keep else None,
     )
-    return write_new_file(data, output_dir, ctx.source.stem, EXTENSIONS[options.format])
 
 
-def _record(result: JobResult, ctx: JobContext) -> Path | None:
-    """Write the result's sidecar; a failure leaves a good result without one, so it only warns."""
+def new_context(request: JobRequest, resources: WorkerResources) -> JobContext:
+    """A fresh context for one photo of ``request.preset``."""
+    return JobContext(
+        job_id=request.job_id or uuid.uuid4().hex[:12],
+        source=request.source,
+        preset_name=request.preset,
+        preset=resources.config.presets[request.preset],
+        resources=resources,
+    )
+
+
+@contextmanager
+def _told_on_failure(host: PluginHost, ctx: JobContext) -> Iterator[None]:
+    """Tell ``job_failed`` about any failure; an OSError while writing becomes a retryable OutputError."""
     try:
-        return write_sidecar(result, ctx)
-    except OSError as exc:
-        ctx.log.warning("%s: sidecar not written: %s", result.output, exc.strerror or exc)
-        return None
+        yield
+    except Cancelled:
+        raise
+    except PhotostyleError as exc:
+        host.notify("job_failed", fatal=False, ctx=ctx, error=str(exc))
+        raise
 
 
 class _Job:
-    """One photo's context, clock and stages, so single and batched runs share every step."""
+    """One photo's context, clock and stages on the worker, so single and batched runs share every step."""
 
     def __init__(
         self,
         request: JobRequest,
         host: PluginHost,
         resources: WorkerResources,
-        progress: Callable[[int, int, str], None] | None,
+        progress: ProgressSink | None,
         should_stop: Callable[[], bool] | None,
     ) -> None:
-        config = resources.config
         self.request = request
         self.host = host
-        self.ctx = JobContext(
-            job_id=request.job_id or uuid.uuid4().hex[:12],
-            source=request.source,
-            preset_name=request.preset,
-            preset=config.presets[request.preset],
-            resources=resources,
-        )
+        self.ctx = new_context(request, resources)
         if progress is not None:
             self.ctx.progress = progress
         if should_stop is not None:
             self.ctx.should_stop = should_stop
-        self.output_dir = request.output_dir or config.outbox / request.preset
         self.clock = _Stopwatch()
 
-    @contextmanager
-    def failures(self) -> Iterator[None]:
-        """Tell ``job_failed`` about any failure; an unwritable outbox becomes a retryable OutputError."""
-        try:
-            yield
-        except Cancelled:
-            raise
-        except PhotostyleError as exc:
-            self.host.notify("job_failed", fatal=False, ctx=self.ctx, error=str(exc))
-            raise
-        except OSError as exc:  # the outbox could not be written: disk full, permission denied
-            error = OutputError(str(self.output_dir), exc.strerror or str(exc))
-            self.host.notify("job_failed", fatal=False, ctx=self.ctx, error=str(error))
-            raise error from exc
+    def failures(self) -> Any:
+        return _told_on_failure(self.host, self.ctx)
 
     def prepare_image(self) -> object:
         """job_started, load, preprocess: the image the stylize stage receives."""
         ctx = self.ctx
         self.host.notify("job_started", fatal=True, ctx=ctx)
-        image = self.clock.run("load", lambda: _load(ctx))
+        image = self.clock.run("load", lambda: _load(ctx, self.request))
         return self.clock.run("preprocess", lambda: self.host.chain("preprocess", image, ctx=ctx))
 
     def stylize(self, image: object) -> object:
         return self.clock.run("stylize", lambda: _stylize(self.host, image, self.ctx))
 
-    def finish(self, image: object) -> JobResult:
-        """postprocess, save, sidecar, job_finished."""
+    def finish(self, image: object) -> Rendered:
+        """postprocess and encode: the result as bytes, ready to publish."""
         ctx = self.ctx
         image = self.clock.run("postprocess", lambda: self.host.chain("postprocess", image, ctx=ctx))
-        output = self.clock.run("save", lambda: _save(image, ctx, self.output_dir))
-        result = JobResult(
+        data = self.clock.run("encode", lambda: _encode(image, ctx))
+        return Rendered(
             job_id=ctx.job_id,
-            source=self.request.source,
-            output=output,  # type: ignore[arg-type]
             preset=self.request.preset,
-            seconds=self.clock.total,
-            timings=self.clock.timings,
+            data=data,  # type: ignore[arg-type]
+            suffix=EXTENSIONS[ctx.preset.output.format],
             report=ctx.report,
+            timings=self.clock.timings,
+            seconds=self.clock.total,
         )
-        result.sidecar = self.clock.run("sidecar", lambda: _record(result, ctx))  # type: ignore[assignment]
-        self.host.notify("job_finished", fatal=False, ctx=ctx, result=result)
-        return result
 
 
-def run_job(
-    request: JobRequest,
-    host: PluginHost,
-    resources: WorkerResources,
-    *,
-    progress: Callable[[int, int, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> JobResult:
-    """Run one photo through every stage and save it; raise PhotostyleError on failure."""
-    job = _Job(request, host, resources, progress, should_stop)
-    with job.failures():
-        return job.finish(job.stylize(job.prepare_image()))
-
-
-def run_jobs(
+def render_jobs(
     requests: list[JobRequest],
     host: PluginHost,
     resources: WorkerResources,
     *,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: ProgressSink | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> list[JobResult | PhotostyleError]:
-    """Several photos of one preset, stylised in one batch when a plugin implements ``stylize_batch``.
+) -> list[tuple[Rendered | PhotostyleError, JobContext]]:
+    """Render photos of one preset (in one batch when a plugin implements ``stylize_batch``).
 
-    Each photo succeeds or fails on its own: the list holds a result or the
-    error for each request, in order. A photo the batch plugin declines (or
-    every photo, when none accepts) goes through ``stylize`` alone.
+    Each photo succeeds or fails on its own: the list holds, in order, the
+    rendered result or the error for each request, with its context. A photo the
+    batch plugin declines (or every photo, when none accepts) goes through
+    ``stylize`` alone. ``Cancelled`` propagates.
     """
     jobs = [_Job(request, host, resources, progress, should_stop) for request in requests]
-    outcomes: list[JobResult | PhotostyleError | None] = [None] * len(jobs)
+    outcomes: list[Rendered | PhotostyleError | None] = [None] * len(jobs)
     images: dict[int, object] = {}
     for index, job in enumerate(jobs):
         try:
             with job.failures():
                 images[index] = job.prepare_image()
-        except Cancelled:
-            raise
         except PhotostyleError as exc:
+            if isinstance(exc, Cancelled):
+                raise
             outcomes[index] = exc
     stylized: dict[int, object] = {}
     ready = sorted(images)
@@ -229,8 +239,102 @@ def run_jobs(
             with job.failures():
                 image = stylized[index] if index in stylized else job.stylize(images[index])
                 outcomes[index] = job.finish(image)
-        except Cancelled:
-            raise
         except PhotostyleError as exc:
+            if isinstance(exc, Cancelled):
+                raise
             outcomes[index] = exc
-    return outcomes  # type: ignore[return-value]
+    return [(outcome, job.ctx) for outcome, job in zip(outcomes, jobs, strict=True)]  # type: ignore[misc]
+
+
+def publish(
+    rendered: Rendered,
+    request: JobRequest,
+    host: PluginHost,
+    resources: WorkerResources,
+    *,
+    ctx: JobContext | None = None,
+    on_saved: Callable[[Path], None] | None = None,
+) -> JobResult:
+    """Write a rendered result and its sidecar, then tell ``job_finished``; return the record.
+
+    ``on_saved`` is called right after the result has its final name (the daemon
+    records it in the ledger there, so a crash after this point is completed at the
+    next start, not redone). If the sidecar cannot be written, the result is removed
+    again and an :class:`OutputError` says why: both are retried later.
+    ``ctx`` is the worker's context when rendering happened in this process; for a
+    result rendered elsewhere a fresh one is made, with the original decoded again
+    for ``job_finished`` plugins (the gallery's thumbnails).
+    """
+    config = resources.config
+    output_dir = request.output_dir or config.outbox / request.preset
+    if ctx is None:
+        ctx = new_context(request, resources)
+        ctx.report = rendered.report
+        if request.data is not None:
+            try:
+                ctx.original = decode_photo(request.data, str(request.source), config.limits.max_pixels).image
+            except PhotostyleError:
+                ctx.original = None  # rendered fine elsewhere; only the thumbnail will be missing
+    clock = _Stopwatch()
+    with _told_on_failure(host, ctx):
+        try:
+            output = clock.run("save", lambda: write_new_file(rendered.data, output_dir, request.source.stem,
+                                                             rendered.suffix))
+        except OSError as exc:
+            raise OutputError(str(output_dir), exc.strerror or str(exc)) from exc
+        assert isinstance(output, Path)
+        result = JobResult(
+            job_id=rendered.job_id,
+            source=request.source,
+            output=output,
+            preset=request.preset,
+            seconds=rendered.seconds + clock.total,
+            timings={**rendered.timings, **clock.timings},
+            report=rendered.report,
+        )
+        if on_saved is not None:
+            on_saved(output)
+        try:
+            result.sidecar = clock.run("sidecar", lambda: write_sidecar(result, ctx))  # type: ignore[assignment]
+        except OSError as exc:
+            output.unlink(missing_ok=True)  # ours, named a moment ago: no result without its record
+            raise OutputError(str(output_dir), f"sidecar not written ({exc.strerror or exc})") from exc
+        result.timings["sidecar"] = clock.timings["sidecar"]
+    host.notify("job_finished", fatal=False, ctx=ctx, result=result)
+    return result
+
+
+def run_jobs(
+    requests: list[JobRequest],
+    host: PluginHost,
+    resources: WorkerResources,
+    *,
+    progress: ProgressSink | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[JobResult | PhotostyleError]:
+    """Render and publish several photos of one preset in this process; a result or error each, in order."""
+    results: list[JobResult | PhotostyleError] = []
+    for (outcome, ctx), request in zip(render_jobs(requests, host, resources, progress=progress,
+                                                   should_stop=should_stop), requests, strict=True):
+        if isinstance(outcome, Rendered):
+            try:
+                outcome = publish(outcome, request, host, resources, ctx=ctx)
+            except PhotostyleError as exc:
+                outcome = exc
+        results.append(outcome)
+    return results
+
+
+def run_job(
+    request: JobRequest,
+    host: PluginHost,
+    resources: WorkerResources,
+    *,
+    progress: ProgressSink | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> JobResult:
+    """Run one photo through every stage and save it; raise PhotostyleError on failure."""
+    [outcome] = run_jobs([request], host, resources, progress=progress, should_stop=should_stop)
+    if isinstance(outcome, PhotostyleError):
+        raise outcome
+    return outcome

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -89,15 +88,16 @@ def test_show_without_a_sidecar_is_one_error_line(tmp_path: Path, capsys: pytest
         assert line.startswith("error: ") and str(target.name) in line
 
 
-def test_a_sidecar_that_cannot_be_written_does_not_fail_the_result(
-    photo: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_result_whose_sidecar_cannot_be_written_is_taken_back_with_a_clear_error(
+    photo: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A result only counts with its sidecar (issue 8.11): on a full disk both are retried, none is half-kept."""
     def disk_full(result: object, ctx: object) -> Path:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("pipeline.job.write_sidecar", disk_full)
-    with caplog.at_level(logging.WARNING):
-        assert main(["process", str(photo), "-c", str(config_file)]) == 0
-    output = config_file.parent / "outbox" / "tiny" / "holiday.jpg"
-    assert output.is_file() and not sidecar_path(output).exists()
-    assert "sidecar not written: No space left on device" in caplog.text
+    assert main(["process", str(photo), "-c", str(config_file)]) == 1
+    assert not any((config_file.parent / "outbox" / "tiny").glob("holiday*"))
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {photo}: ") and "sidecar not written (No space left on device)" in line
+    assert photo.is_file()

@@ -1,0 +1,120 @@
+"""Reading a photo from the inbox without being fooled by what the name points to.
+
+The inbox is written by other people's devices and sync clients, so between the
+moment a photo is fingerprinted and the moment it is run, its name can be swapped
+for a symlink to a private file, a FIFO or another photo. Names are therefore only
+used to *open*: with ``O_NOFOLLOW`` (a symlink fails to open) and ``O_NONBLOCK`` (a
+FIFO does not block), then ``fstat`` on the open descriptor must show a regular file,
+and everything after that (size check, hash, bytes for decoding) comes from that one
+descriptor. :class:`FileIdentity` remembers device, inode, size and mtime at intake;
+:func:`read_verified` refuses a file that is no longer the same one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 20
+_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class NotAPhotoFile(OSError):
+    """The name is a symlink, FIFO, device or folder: never read, failed with this reason."""
+
+
+class FileChanged(OSError):
+    """The file under this name is not the one that was fingerprinted (replaced, swapped, rewritten)."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a name meant when it was fingerprinted: device, inode, size and mtime."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> FileIdentity:
+        return cls(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading without following a symlink; the descriptor and its ``fstat``.
+
+    Raises :class:`NotAPhotoFile` for anything but a regular file (the descriptor is
+    closed then), or the OSError of ``open`` (FileNotFoundError, PermissionError, …).
+    """
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a symlink
+            raise NotAPhotoFile(errno.ELOOP, "a symbolic link; photostyle only takes regular files "
+                                "(copy the photo in instead)") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotAPhotoFile(errno.EINVAL, "not a regular file (a FIFO, socket, device or folder); "
+                            "photostyle only takes regular files")
+    return fd, info
+
+
+def _read_all(fd: int, size_hint: int) -> bytes:
+    chunks = []
+    while True:
+        block = os.read(fd, max(CHUNK, size_hint))
+        if not block:
+            return b"".join(chunks)
+        chunks.append(block)
+
+
+def hash_descriptor(fd: int) -> str:
+    """SHA-256 of everything readable from ``fd`` (from its current offset)."""
+    digest = hashlib.sha256()
+    while block := os.read(fd, CHUNK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path) -> tuple[FileIdentity, str]:
+    """The identity and content hash of a regular file, both from one descriptor."""
+    fd, info = open_regular(path)
+    try:
+        return FileIdentity.of(info), hash_descriptor(fd)
+    finally:
+        os.close(fd)
+
+
+def read_verified(path: Path, expected: FileIdentity, content_hash: str | None = None) -> bytes:
+    """The bytes of ``path``, provided it is still the file fingerprinted as ``expected``.
+
+    The descriptor's device and inode must match (not a swapped-in file or link),
+    its size and mtime must match (not rewritten), and, when given, the bytes must
+    hash to ``content_hash``. Raises :class:`FileChanged` otherwise.
+    """
+    fd, info = open_regular(path)
+    try:
+        if FileIdentity.of(info) != expected:
+            raise FileChanged(errno.ESTALE, "the file changed or was replaced after it was queued")
+        data = _read_all(fd, info.st_size)
+    finally:
+        os.close(fd)
+    if content_hash is not None and hashlib.sha256(data).hexdigest() != content_hash:
+        raise FileChanged(errno.ESTALE, "the file's content changed after it was queued")
+    return data
+
+
+def read_photo_bytes(path: Path) -> bytes:
+    """The bytes of a regular file, opened without following links (``process``, ``preview``)."""
+    fd, info = open_regular(path)
+    try:
+        return _read_all(fd, info.st_size)
+    finally:
+        os.close(fd)

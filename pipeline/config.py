@@ -205,6 +205,10 @@ class Limits(Strict):
     """Safety limits: untrusted input, and memory."""
 
     max_pixels: int = Field(100_000_000, ge=1, description="Largest input accepted (width × height).")
+    max_file_bytes: int = Field(
+        1_000_000_000, ge=1,
+        description="Largest photo file accepted, in bytes; bigger files are failed before a byte is read.",
+    )
     memory_mb: int | None = Field(
         None, ge=64,
         description="Memory the style transfer may use beyond the loaded model; a working size that would "
@@ -251,6 +255,11 @@ class WatchOptions(Strict):
     retry_seconds: float = Field(30.0, gt=0, description="First retry delay when the outbox cannot be written.")
     retry_max_seconds: float = Field(3600.0, gt=0, description="Longest retry delay (it doubles each time).")
     empty_timeout: float = Field(300.0, gt=0, description="A file still empty (0 bytes) after this long is failed.")
+    incomplete_grace: float = Field(
+        300.0, ge=0,
+        description="A photo that fails to load (truncated, not yet an image) stays in the inbox this long; "
+        "if it changes meanwhile (a writer that paused) it is taken again, else it moves to failed/.",
+    )
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
         "auto", description="Queued photos of one preset stylised together: auto = 4 on a GPU, 1 on a CPU."
     )

@@ -1,8 +1,9 @@
 """What happens to an original after its job: processed/, failed/ with a note, kept, or deleted.
 
 Originals are moved, never copied-and-deleted blindly and never overwritten
-(:mod:`pipeline.fileops`); the sub-folder under the inbox (the preset folder) is
-kept, so ``inbox/mosaic/a.jpg`` becomes ``processed/mosaic/a.jpg``.
+(:mod:`pipeline.fileops`), into a folder per preset: ``inbox/mosaic/a.jpg`` and a
+photo dropped into ``inbox/`` itself (the default preset) both land in
+``processed/<preset>/`` (or ``failed/<preset>/``).
 """
 
 from __future__ import annotations
@@ -14,14 +15,7 @@ from typing import Any
 from pipeline.fileops import move_without_overwrite, write_text_atomic
 
 
-def _relative_folder(path: Path, inbox: Path) -> Path:
-    try:
-        return path.parent.relative_to(inbox)
-    except ValueError:
-        return Path()
-
-
-def after_success(path: Path, config: Any) -> Path | None:
+def after_success(path: Path, config: Any, preset: str) -> Path | None:
     """Apply ``watch.after``; return where the original went (None when kept or deleted)."""
     policy = config.watch.after
     if policy == "keep":
@@ -29,7 +23,7 @@ def after_success(path: Path, config: Any) -> Path | None:
     if policy == "delete":
         path.unlink(missing_ok=True)
         return None
-    return move_without_overwrite(path, config.processed / _relative_folder(path, config.inbox))
+    return move_without_overwrite(path, config.processed / preset)
 
 
 def error_paragraph(name: str, preset: str, stage: str, reason: str) -> str:
@@ -44,6 +38,6 @@ def error_paragraph(name: str, preset: str, stage: str, reason: str) -> str:
 
 def after_failure(path: Path, config: Any, preset: str, stage: str, reason: str) -> Path:
     """Move the original to ``failed/`` and write ``<name>.error.txt`` beside it; return the new path."""
-    moved = move_without_overwrite(path, config.failed / _relative_folder(path, config.inbox))
+    moved = move_without_overwrite(path, config.failed / preset)
     write_text_atomic(moved.with_name(moved.name + ".error.txt"), error_paragraph(path.name, preset, stage, reason))
     return moved

@@ -9,10 +9,16 @@ back to ``queued``.
 
 WAL mode lets ``photostyle status`` read while the daemon writes. Each thread
 gets its own connection (sqlite3 connections must not cross threads).
+
+File names are bytes, not text: paths are stored as the file system's bytes
+(``os.fsencode``), so a Latin-1 name from an old NAS is kept exactly. Every
+SQLite failure (disk full, read-only, corrupt) surfaces as :class:`LedgerError`
+naming the file, so the daemon can keep the photo and retry instead of dying.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -20,6 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PhotostyleError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -28,12 +37,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     preset        TEXT NOT NULL,
     settings_hash TEXT NOT NULL,
     job_id        TEXT NOT NULL,
-    source        TEXT NOT NULL,        -- where the photo was when last seen
+    source        BLOB NOT NULL,        -- where the photo was when last seen (file-system bytes)
     state         TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
     attempts      INTEGER NOT NULL DEFAULT 0,
     created       REAL NOT NULL,
     updated       REAL NOT NULL,
-    output        TEXT,
+    output        BLOB,                 -- the result, recorded as soon as it has its name
     error         TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, updated);
@@ -64,14 +73,60 @@ def job_key(content_hash: str, preset: str, settings_hash: str) -> str:
     return f"{content_hash}:{preset}:{settings_hash}"
 
 
+class LedgerError(PhotostyleError):
+    """The ledger cannot be read or written (disk full, read-only, permissions, corrupt)."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path, reason: str, *, corrupt: bool = False) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.corrupt = corrupt
+
+
+def _path_value(path: Path | str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def _text_value(text: str | None) -> str | None:
+    """Error texts may quote non-UTF-8 names (lone surrogates): keep them storable and readable."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    values: dict[str, Any] = dict(row)
+    for name in ("source", "output"):
+        if isinstance(values[name], bytes):
+            values[name] = os.fsdecode(values[name])
+    return JobRecord(**values)
+
+
+_CORRUPT_MARKERS = ("not a database", "malformed", "corrupt")
+
+
 class Ledger:
     """Thread-safe access to the jobs table (one connection per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Open (and with ``create``, make) the ledger; LedgerError names the file and the reason."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connection().executescript(SCHEMA)  # executescript manages its own transaction
+        with self._errors():
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._connection().executescript(SCHEMA)  # executescript manages its own transaction
+            else:
+                self._connection().execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn sqlite3's and the OS's errors into one LedgerError naming this ledger."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            message = str(exc)
+            raise LedgerError(self.path, message, corrupt=any(m in message for m in _CORRUPT_MARKERS)) from exc
+        except OSError as exc:
+            raise LedgerError(self.path.parent, exc.strerror or str(exc)) from exc
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -85,14 +140,20 @@ class Ledger:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._errors():
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._errors():
+            return self._connection().execute(sql, params).fetchall()
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -103,31 +164,37 @@ class Ledger:
     # -- reading -------------------------------------------------------------------
 
     def get(self, key: str) -> JobRecord | None:
-        row = self._connection().execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-        return JobRecord(**dict(row)) if row else None
+        rows = self._query("SELECT * FROM jobs WHERE key = ?", (key,))
+        return _record(rows[0]) if rows else None
 
     def counts(self) -> dict[str, int]:
-        rows = self._connection().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+        rows = self._query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
         counts = dict.fromkeys(STATES, 0)
         counts.update({row["state"]: row["n"] for row in rows})
         return counts
 
     def recent(self, state: str, limit: int = 5) -> list[JobRecord]:
-        rows = self._connection().execute(
-            "SELECT * FROM jobs WHERE state = ? ORDER BY updated DESC LIMIT ?", (state, limit)
-        ).fetchall()
-        return [JobRecord(**dict(row)) for row in rows]
+        rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY updated DESC LIMIT ?", (state, limit))
+        return [_record(row) for row in rows]
+
+    def interrupted(self) -> list[JobRecord]:
+        """Jobs left ``running`` by a crash (kill -9, power loss), for recovery at start."""
+        return [_record(row) for row in self._query("SELECT * FROM jobs WHERE state = 'running'")]
 
     # -- writing -------------------------------------------------------------------
 
     def recover_interrupted(self) -> int:
-        """At start: jobs left ``running`` by a crash go back to ``queued``; returns how many."""
+        """Jobs still ``running`` (a crash) go back to ``queued``; returns how many.
+
+        :mod:`pipeline.recovery` first completes those whose result was already published.
+        """
         with self._transaction() as db:
             return db.execute(
-                "UPDATE jobs SET state = 'queued', updated = ? WHERE state = 'running'", (time.time(),)
+                "UPDATE jobs SET state = 'queued', output = NULL, updated = ? WHERE state = 'running'", (time.time(),)
             ).rowcount
 
-    def enqueue(self, key: str, content_hash: str, preset: str, settings_hash: str, job_id: str, source: str) -> None:
+    def enqueue(self, key: str, content_hash: str, preset: str, settings_hash: str, job_id: str,
+                source: Path | str) -> None:
         """Record a job as queued (a new one, or a retry of a failed or interrupted one)."""
         now = time.time()
         with self._transaction() as db:
@@ -135,8 +202,8 @@ class Ledger:
                 """INSERT INTO jobs (key, content_hash, preset, settings_hash, job_id, source, state, created, updated)
                    VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)
                    ON CONFLICT (key) DO UPDATE SET state = 'queued', source = excluded.source,
-                       job_id = excluded.job_id, updated = excluded.updated, error = NULL""",
-                (key, content_hash, preset, settings_hash, job_id, source, now, now),
+                       job_id = excluded.job_id, updated = excluded.updated, error = NULL, output = NULL""",
+                (key, content_hash, preset, settings_hash, job_id, _path_value(source), now, now),
             )
 
     def _set(self, key: str, state: str, **fields: object) -> None:
@@ -153,11 +220,16 @@ class Ledger:
                 (time.time(), key),
             )
 
-    def mark_done(self, key: str, output: str) -> None:
-        self._set(key, "done", output=output, error=None)
+    def mark_output(self, key: str, output: Path) -> None:
+        """The result has its final name: a crash from here on is completed at the next start, not redone."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET output = ?, updated = ? WHERE key = ?", (_path_value(output), time.time(), key))
+
+    def mark_done(self, key: str, output: Path | str) -> None:
+        self._set(key, "done", output=_path_value(output), error=None)
 
     def mark_failed(self, key: str, error: str) -> None:
-        self._set(key, "failed", error=error)
+        self._set(key, "failed", error=_text_value(error))
 
     def forget(self, key: str) -> None:
         """Drop a job whose photo was deleted or replaced before it ran."""
@@ -166,10 +238,10 @@ class Ledger:
 
     def record_failure(self, source: Path, preset: str, error: str) -> None:
         """Record a file that failed before it could be fingerprinted (symlink, FIFO, unreadable)."""
-        marker = f"file:{source}:{time.time_ns()}"
-        self.enqueue(marker, marker, preset, "-", "-", str(source))
+        marker = _text_value(f"file:{source}:{time.time_ns()}") or ""
+        self.enqueue(marker, marker, preset, "-", "-", source)
         self.mark_failed(marker, error)
 
     def mark_queued(self, key: str, error: str | None = None) -> None:
         """Back to the queue: abandoned at shutdown, or waiting to retry (``error`` says why)."""
-        self._set(key, "queued", error=error)
+        self._set(key, "queued", error=_text_value(error), output=None)

@@ -88,3 +88,11 @@ def read_sidecar(output: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SidecarError(f"{output}: no sidecar ({path.name} not found); only results photostyle wrote have one")
     return load_record(path)
+
+
+def record_original(output: Path, original: Path | None, policy: str) -> None:
+    """Say in the sidecar where the original went after the job (``watch.after``), so its paths stay true."""
+    path = sidecar_path(output)
+    record = load_record(path)
+    record["original"] = {"after": policy, "path": str(original.absolute()) if original is not None else None}
+    write_text_atomic(path, json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")

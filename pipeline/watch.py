@@ -7,7 +7,10 @@ on inotify overflow, and sees nothing on NFS/SMB. Hence:
 - every event, start-up scan and periodic rescan just marks a path *dirty*;
 - :class:`StabilityGate` takes a dirty path only once its size is > 0 and its
   size and mtime have not changed for ``stable_seconds``;
-- sync clients' temp names and dotfiles are never taken (:func:`is_candidate`).
+- sync clients' temp names and dotfiles are never taken (:func:`is_candidate`);
+- where the OS reports that a writer closed a file (inotify's IN_CLOSE_WRITE), a
+  file written and not yet closed is held back however long its writer pauses
+  (a slow phone upload over SMB), up to :data:`OPEN_WRITE_TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
+
+OPEN_WRITE_TIMEOUT = 3600.0  # a writer silent this long with the file open is taken as finished anyway
 
 
 def is_candidate(path: Path, options: Any) -> bool:
@@ -97,6 +102,7 @@ class StabilityGate:
         self.stable_seconds = stable_seconds
         self.empty_timeout = empty_timeout
         self._pending: dict[Path, _Observation] = {}
+        self.writing: Callable[[Path], bool] = lambda path: False  # a writer still has it open
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -131,7 +137,7 @@ class StabilityGate:
                 del self._pending[path]
                 ready.append((seen.first_seen, StableFile(path, 0, 0, problem)))
                 continue
-            if (info.st_size, info.st_mtime_ns) != (seen.size, seen.mtime_ns):
+            if (info.st_size, info.st_mtime_ns) != (seen.size, seen.mtime_ns) or self.writing(path):
                 seen.size, seen.mtime_ns, seen.since = info.st_size, info.st_mtime_ns, now
                 continue
             if info.st_size == 0:
@@ -152,13 +158,26 @@ class _DirtyPaths(FileSystemEventHandler):
     def __init__(self, wake: threading.Event) -> None:
         self._lock = threading.Lock()
         self._paths: set[Path] = set()
+        self._open_writes: dict[Path, float] = {}  # written since the last close-write event: monotonic time
         self._wake = wake
 
-    def _add(self, raw: str | bytes) -> None:
+    def _add(self, raw: str | bytes, writing: bool | None = None) -> None:
         path = Path(os.fsdecode(raw))
         with self._lock:
             self._paths.add(path)
+            if writing:
+                self._open_writes[path] = time.monotonic()
+            elif writing is False:
+                self._open_writes.pop(path, None)
         self._wake.set()
+
+    def is_writing(self, path: Path) -> bool:
+        with self._lock:
+            since = self._open_writes.get(path)
+            if since is not None and time.monotonic() - since > OPEN_WRITE_TIMEOUT:
+                del self._open_writes[path]
+                return False
+            return since is not None
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory and event.event_type != "moved":
@@ -166,9 +185,14 @@ class _DirtyPaths(FileSystemEventHandler):
                 self._add(event.src_path)  # a folder moved/copied in: rescan it
             return
         if event.event_type == "moved":
-            self._add(event.dest_path)
-        elif event.event_type in ("created", "modified", "closed"):
+            self._add(event.src_path, writing=False)
+            self._add(event.dest_path, writing=False)  # a rename delivers a finished file
+        elif event.event_type == "modified":  # IN_MODIFY: bytes written; open until its close-write
+            self._add(event.src_path, writing=True)
+        elif event.event_type in ("created", "attrib"):  # a file moved in from elsewhere arrives as "created"
             self._add(event.src_path)
+        elif event.event_type == "closed":  # IN_CLOSE_WRITE: the writer is done with it
+            self._add(event.src_path, writing=False)
 
     def drain(self) -> set[Path]:
         with self._lock:
@@ -184,6 +208,8 @@ class InboxWatcher:
         self.handler = _DirtyPaths(wake)
         self.observer = PollingObserver(timeout=poll_interval) if poll else Observer()
         self.observer.schedule(self.handler, str(inbox), recursive=True)
+        # Only inotify reports close-write; elsewhere a paused writer is covered by the incomplete grace.
+        self.reports_close = not poll and type(self.observer).__name__ == "InotifyObserver"
 
     def start(self) -> None:
         self.observer.start()
@@ -195,3 +221,7 @@ class InboxWatcher:
     def drain(self) -> set[Path]:
         """Paths seen by events since the last call (files, or folders to scan)."""
         return self.handler.drain()
+
+    def is_writing(self, path: Path) -> bool:
+        """True while a writer has ``path`` open for writing (as far as the OS reports it)."""
+        return self.reports_close and self.handler.is_writing(path)

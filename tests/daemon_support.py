@@ -71,7 +71,8 @@ def daemon_config(folder: Path, presets: dict[str, dict[str, Any]] | None = None
         "device": "cpu",
         "model": {"weights": "random"},
         "default_preset": "tiny",
-        "watch": {"stable_seconds": 0.4, "rescan_seconds": 30, "shutdown_timeout": 5, **(watch or {})},
+        "watch": {"stable_seconds": 0.4, "rescan_seconds": 30, "shutdown_timeout": 5, "incomplete_grace": 0,
+                  **(watch or {})},
         "presets": presets or {
             "tiny": {"style": "style.png", "size": 24, "iterations": 2},
             "other": {"style": "style2.png", "size": 24, "iterations": 2},

@@ -49,7 +49,7 @@ def test_photos_are_routed_by_folder_and_temp_files_ignored(tmp_path: Path) -> N
     assert [p.relative_to(root / "outbox").as_posix() for p in files_under(root / "outbox", "*.jpg")] == [
         "other/b.jpg", "tiny/UPPER.jpg", "tiny/a.jpg", "tiny/c.jpg"]
     assert [p.relative_to(root / "processed").as_posix() for p in files_under(root / "processed")] == [
-        "UPPER.JPG", "a.jpg", "holiday/c.jpg", "other/b.jpg"]
+        "other/b.jpg", "tiny/UPPER.JPG", "tiny/a.jpg", "tiny/c.jpg"]
     assert sorted(p.name for p in (root / "inbox").iterdir() if p.is_file()) == sorted(ignored)
     assert "folder 'holiday' is not a preset; using the default preset 'tiny'" in log
     done = [line for line in log.splitlines() if " info done " in line]
@@ -83,7 +83,7 @@ def test_slow_writes_and_renamed_temp_files_are_taken_once_complete(tmp_path: Pa
         assert daemon.stop() == 0
     queued = [Path(entry["file"]).name for entry in daemon.messages("queued")]
     assert sorted(queued) == ["renamed.jpg", "slow_copy.jpg"]
-    assert (root / "processed" / "slow_copy.jpg").read_bytes() == data
+    assert (root / "processed" / "tiny" / "slow_copy.jpg").read_bytes() == data
     with Image.open(root / "outbox" / "tiny" / "slow_copy.jpg") as result:
         result.load()
 
@@ -113,7 +113,7 @@ def test_start_up_scan_oldest_first_repeats_skipped_and_settings_changes_redone(
         drop(root / "inbox" / "a_again.jpg", jpeg_bytes(21))  # a.jpg's content under a new name
         [skipped] = daemon.wait_msg("already done with these settings; not redoing it")
         assert skipped["file"].endswith("a_again.jpg") and skipped["output"].endswith("a.jpg")
-        wait_for((root / "processed" / "a_again.jpg").is_file, 10, "the repeat to be moved to processed/")
+        wait_for((root / "processed" / "tiny" / "a_again.jpg").is_file, 10, "the repeat to be moved to processed/")
 
         data = yaml.safe_load(config.read_text())
         data["presets"]["tiny"]["iterations"] = 3  # a different setting makes it new work
@@ -251,13 +251,13 @@ def test_bad_inputs_never_stop_the_daemon(tmp_path: Path) -> None:
     produced = sorted(p.stem for p in files_under(root / "outbox", "*.jpg"))
     assert produced == sorted(Path(name).stem for name in [*good, "after_all_that.jpg"])
     for name in [*bad, "empty.jpg", "link.jpg", "pipe.jpg"]:
-        assert (root / "failed" / name).exists() or (root / "failed" / name).is_symlink(), name
-        note = (root / "failed" / f"{name}.error.txt").read_text()
+        assert (root / "failed" / "tiny" / name).exists() or (root / "failed" / "tiny" / name).is_symlink(), name
+        note = (root / "failed" / "tiny" / f"{name}.error.txt").read_text()
         assert name in note and "stage failed because" in note and "\n" == note[-1]
-    assert "megapixels" in (root / "failed" / "bomb.png.error.txt").read_text()
-    assert "not an image" in (root / "failed" / "text.jpg.error.txt").read_text()
-    assert "empty file" in (root / "failed" / "empty.jpg.error.txt").read_text()
-    assert "symbolic link" in (root / "failed" / "link.jpg.error.txt").read_text()
+    assert "megapixels" in (root / "failed" / "tiny" / "bomb.png.error.txt").read_text()
+    assert "not an image" in (root / "failed" / "tiny" / "text.jpg.error.txt").read_text()
+    assert "empty file" in (root / "failed" / "tiny" / "empty.jpg.error.txt").read_text()
+    assert "symbolic link" in (root / "failed" / "tiny" / "link.jpg.error.txt").read_text()
     assert (root / "config.yaml").is_file(), "the link's target is untouched"
     assert not [p for p in inbox.iterdir() if p.is_file() or p.is_symlink()]
 
@@ -279,7 +279,7 @@ def test_photos_deleted_or_replaced_while_queued(tmp_path: Path) -> None:
         daemon.wait_msg("changed while queued; taking it again")
         daemon.wait_msg("done", count=2)
         assert daemon.stop() == 0
-    assert (root / "processed" / "replaced.jpg").read_bytes() == replacement
+    assert (root / "processed" / "tiny" / "replaced.jpg").read_bytes() == replacement
     with Image.open(root / "outbox" / "tiny" / "replaced.jpg") as result:
         assert result.size == (24, 16)  # the replacement's 3:2 aspect, not the original's 4:3
     assert not (root / "outbox" / "tiny" / "deleted.jpg").exists()
@@ -303,7 +303,7 @@ def test_unwritable_outbox_keeps_the_photo_and_retries_with_backoff(tmp_path: Pa
         daemon.wait_msg("done", timeout=30)
         assert daemon.stop() == 0
     assert (root / "outbox" / "tiny" / "keep_me.jpg").is_file()
-    assert (root / "processed" / "keep_me.jpg").is_file()
+    assert (root / "processed" / "tiny" / "keep_me.jpg").is_file()
 
 
 @pytest.mark.parametrize("after", ["keep", "delete"])

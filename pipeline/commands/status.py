@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.daemon import LEDGER_FILE, STATUS_FILE
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, LedgerError
 
 
 def _alive(pid: int) -> bool:
@@ -41,16 +41,20 @@ def status_report(config: Any) -> dict[str, Any]:
     if live and running:
         report.update({key: live[key] for key in ("queued", "waiting_retry", "settling", "running")})
     ledger_path = config.state / LEDGER_FILE
+    report["counts"], report["last_errors"] = {}, []
     if ledger_path.exists():
-        ledger = Ledger(ledger_path)
         try:
-            report["counts"] = ledger.counts()
-            report["last_errors"] = [
-                {"file": record.source, "preset": record.preset, "error": record.error, "when": record.updated}
-                for record in ledger.recent("failed")
-            ]
-        finally:
-            ledger.close()
+            ledger = Ledger(ledger_path, create=False)
+            try:
+                report["counts"] = ledger.counts()
+                report["last_errors"] = [
+                    {"file": record.source, "preset": record.preset, "error": record.error, "when": record.updated}
+                    for record in ledger.recent("failed")
+                ]
+            finally:
+                ledger.close()
+        except LedgerError as exc:  # corrupt or unreadable: say so in one line, show the rest
+            report["ledger_error"] = " ".join(str(exc).split())
     else:
         report["counts"], report["last_errors"] = {}, []
     return report

@@ -1,0 +1,330 @@
+"""The daemon's dispatch: hand queued photos to the executor, then publish or settle what comes back.
+
+Intake (:mod:`pipeline.intake`) decides *what* is work; this decides *when and
+where* it runs and records *how it ended*. It is the only place that writes
+results and the ledger for the daemon, whichever executor renders the photos, so
+exactly-once lives here:
+
+- a photo's bytes are read just before submission through a descriptor checked
+  against the file fingerprinted at intake (:func:`pipeline.photo_file.read_verified`);
+  a file swapped or rewritten meanwhile is taken again as new work, never read;
+- at most the executor's free slots are in flight; the rest stay paths in the queue;
+- a rendered photo is published (result + sidecar), its name recorded in the
+  ledger at once, then marked done and its original moved;
+- an outbox or ledger that cannot be written keeps the photo in the inbox and
+  retries with back-off, without rendering it again;
+- a photo whose worker died goes back to the front of the queue, and fails after
+  ``max_attempts`` deaths, so one poison photo cannot stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.context import JobContext, WorkerResources
+from pipeline.errors import Cancelled, ImageLoadError, OutputError, PhotostyleError, StageError, WeightsError
+from pipeline.executor import Completion, Executor, Submission, WorkerLost
+from pipeline.job import JobRequest, Rendered, publish
+from pipeline.ledger import Ledger, LedgerError
+from pipeline.originals import Originals
+from pipeline.photo_file import FileChanged, FileIdentity, NotAPhotoFile, read_verified
+from pipeline.recovery import FINGERPRINT, fingerprint_record
+
+log = logging.getLogger("photostyle.daemon")
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass
+class WorkItem:
+    """A queued photo: where it is, what it is, and which file it was when it was fingerprinted."""
+
+    path: Path
+    preset: str
+    key: str
+    content_hash: str
+    settings_hash: str
+    identity: FileIdentity
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    failures: int = 0  # outbox/ledger retries, for the back-off
+    lost: int = 0  # workers that died with it in flight
+    rendered: Rendered | None = None  # kept while publishing is retried, so it is not rendered again
+    output: Path | None = None  # published, but the ledger did not take "done" yet
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"job": self.job_id, "file": self.path, "preset": self.preset}
+
+
+def stage_of(error: BaseException) -> str:
+    if isinstance(error, StageError):
+        return error.stage
+    return "load" if isinstance(error, ImageLoadError) else "processing"
+
+
+def reason_of(error: BaseException, path: Path) -> str:
+    if isinstance(error, StageError):
+        return error.reason
+    text = " ".join(str(error).split())
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+class Dispatcher:
+    """Queue, submission, and settlement of photos; see the module docstring."""
+
+    def __init__(self, app: Callable[[], Any], ledger: Ledger, executor: Executor, originals: Originals,
+                 retake: Callable[[Path], None]) -> None:
+        self._app = app
+        self.ledger = ledger
+        self.executor = executor
+        self.originals = originals
+        self._retake = retake  # a file that changed: back through the stability gate
+        self.queue: deque[WorkItem] = deque()
+        self.items: dict[Path, WorkItem] = {}  # every photo in our hands: queued, running, waiting to retry
+        self.submitted: dict[str, list[WorkItem]] = {}
+        self.retry_at: dict[Path, float] = {}
+        self.accepting = True
+
+    # -- what intake asks -------------------------------------------------------------
+
+    def holds(self, path: Path) -> bool:
+        return path in self.items
+
+    def holds_key(self, key: str) -> bool:
+        return any(item.key == key for item in self.items.values())
+
+    def add(self, item: WorkItem) -> None:
+        self.items[item.path] = item
+        self.queue.append(item)
+
+    @property
+    def running(self) -> int:
+        return sum(len(items) for items in self.submitted.values())
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
+    @property
+    def waiting_retry(self) -> int:
+        return len(self.retry_at)
+
+    # -- the tick -----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self._retry_due()
+        self.collect()
+        if self.accepting:
+            self._submit()
+
+    def _config(self) -> Any:
+        return self._app().config
+
+    def _max_attempts(self) -> int:
+        options = getattr(self._config(), "executor", None)
+        return int(getattr(options, "max_attempts", DEFAULT_MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS)
+
+    def _forget(self, item: WorkItem) -> None:
+        self.items.pop(item.path, None)
+        self.retry_at.pop(item.path, None)
+
+    def _retry_later(self, item: WorkItem, reason: str) -> None:
+        item.failures += 1
+        watch = self._config().watch
+        delay = min(watch.retry_max_seconds, watch.retry_seconds * 2 ** (item.failures - 1))
+        self.retry_at[item.path] = time.monotonic() + delay
+        log.warning("will retry", extra={"fields": {**item.fields, "in_seconds": round(delay, 1), "reason": reason}})
+
+    def _retry_due(self) -> None:
+        now = time.monotonic()
+        for path, due in list(self.retry_at.items()):
+            if now < due:
+                continue
+            del self.retry_at[path]
+            item = self.items.get(path)
+            if item is None:
+                continue
+            if item.output is not None:
+                self._record_done(item, item.output)
+            elif item.rendered is not None:
+                self._publish(item, item.rendered, None)
+            else:
+                self.queue.append(item)
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def _take_batch(self, first: WorkItem, limit: int) -> list[WorkItem]:
+        """``first`` plus up to ``limit - 1`` queued photos of its preset; the others keep their places."""
+        batch = [first]
+        for other in list(self.queue):
+            if len(batch) >= limit:
+                break
+            if other.preset == first.preset:
+                self.queue.remove(other)
+                batch.append(other)
+        return batch
+
+    def _read(self, item: WorkItem) -> bytes | None:
+        """The photo's bytes, if it is still the file fingerprinted at intake (else settle it here)."""
+        try:
+            return read_verified(item.path, item.identity, item.content_hash)
+        except FileNotFoundError:
+            self._drop_unrun(item)
+            log.info("deleted before it was processed", extra={"fields": item.fields})
+        except (FileChanged, NotAPhotoFile) as exc:
+            self._drop_unrun(item)
+            log.info("changed or replaced while queued; taking it again",
+                     extra={"fields": {**item.fields, "reason": exc.strerror}})
+            self._retake(item.path)
+        except OSError as exc:
+            self._drop_unrun(item)
+            log.warning("could not read it; taking it again", extra={"fields": {**item.fields, "reason": exc}})
+            self._retake(item.path)
+        return None
+
+    def _drop_unrun(self, item: WorkItem) -> None:
+        self._forget(item)
+        try:
+            self.ledger.forget(item.key)
+        except LedgerError as exc:
+            log.warning("ledger not updated", extra={"fields": {**item.fields, "reason": exc}})
+
+    def _submit(self) -> None:
+        while self.queue and self.executor.free_slots() > 0:
+            first = self.queue.popleft()
+            batch = self._take_batch(first, self.executor.batch_size())
+            preset = first.preset if first.preset in self._config().presets else self._config().default_preset
+            requests, ready = [], []
+            for item in batch:
+                data = self._read(item)
+                if data is None:
+                    continue
+                try:
+                    self.ledger.mark_running(item.key)
+                except LedgerError as exc:
+                    self._retry_later(item, f"the ledger cannot be written ({exc})")
+                    continue
+                item.preset = preset
+                requests.append(JobRequest(source=item.path, preset=preset, job_id=item.job_id, data=data))
+                ready.append(item)
+            if not ready:
+                continue
+            batch_id = uuid.uuid4().hex[:12]
+            self.submitted[batch_id] = ready
+            for item in ready:
+                log.info("started", extra={"fields": {**item.fields, "batch": len(ready)}})
+            self.executor.submit(Submission(batch_id, requests))
+
+    # -- settling -----------------------------------------------------------------------
+
+    def collect(self) -> None:
+        for completion in self.executor.completions():
+            self._settle_completion(completion)
+
+    def _settle_completion(self, completion: Completion) -> None:
+        items = self.submitted.pop(completion.batch_id, [])
+        contexts: list[JobContext | None] = list(completion.contexts or [None] * len(items))
+        for item, outcome, ctx in zip(items, completion.outcomes, contexts, strict=True):
+            if isinstance(outcome, Rendered):
+                outcome.report[FINGERPRINT] = fingerprint_record(item.content_hash, item.settings_hash)
+                self._publish(item, outcome, ctx)
+            else:
+                self._settle_error(item, outcome, completion.worker)
+
+    def _publish(self, item: WorkItem, rendered: Rendered, ctx: JobContext | None) -> None:
+        app = self._app()
+        request = JobRequest(source=item.path, preset=item.preset, job_id=item.job_id)
+        if ctx is None:
+            try:
+                request = JobRequest(source=item.path, preset=item.preset, job_id=item.job_id,
+                                     data=read_verified(item.path, item.identity))
+            except OSError:
+                pass  # only the gallery's thumbnail of the original needs it
+        resources = ctx.resources if ctx is not None else WorkerResources(config=app.config, device="coordinator")
+        try:
+            result = publish(rendered, request, app.host, resources, ctx=ctx,
+                             on_saved=lambda output: self._record_output(item, output))
+        except OutputError as exc:
+            item.rendered = rendered
+            reason = " ".join(str(exc).split())
+            self._mark_queued(item, reason)
+            log.error("could not save the result; the photo stays in the inbox",
+                      extra={"fields": {**item.fields, "reason": reason}})
+            self._retry_later(item, reason)
+            return
+        item.rendered = None
+        timings = {stage: f"{seconds:.2f}s" for stage, seconds in result.timings.items()}
+        log.info("done", extra={"fields": {**item.fields, **timings, "total": f"{result.seconds:.2f}s",
+                                           "output": result.output}})
+        self._record_done(item, result.output)
+
+    def _record_output(self, item: WorkItem, output: Path) -> None:
+        try:
+            self.ledger.mark_output(item.key, output)
+        except LedgerError as exc:  # recovery finds the result by its sidecar's fingerprint instead
+            log.warning("ledger not updated with the result's name", extra={"fields": {**item.fields,
+                                                                                      "reason": exc}})
+
+    def _record_done(self, item: WorkItem, output: Path) -> None:
+        try:
+            self.ledger.mark_done(item.key, output)
+        except LedgerError as exc:
+            item.output = output
+            self._retry_later(item, f"the result is saved but the ledger cannot be written ({exc})")
+            return
+        self._forget(item)
+        self.originals.succeeded(item.path, item.preset, item.identity.size, item.identity.mtime_ns, output)
+
+    def _mark_queued(self, item: WorkItem, reason: str) -> None:
+        try:
+            self.ledger.mark_queued(item.key, reason)
+        except LedgerError as exc:
+            log.warning("ledger not updated", extra={"fields": {**item.fields, "reason": exc}})
+
+    def _settle_error(self, item: WorkItem, error: PhotostyleError, worker: str) -> None:
+        if isinstance(error, Cancelled):
+            self._mark_queued(item, "interrupted by shutdown")
+            self._forget(item)
+            log.warning("abandoned at shutdown; left queued for the next start", extra={"fields": item.fields})
+            return
+        if isinstance(error, WorkerLost):
+            item.lost += 1
+            limit = self._max_attempts()
+            if item.lost < limit:
+                self._mark_queued(item, str(error))
+                self.queue.appendleft(item)
+                log.warning("worker lost with the photo in flight; queued again",
+                            extra={"fields": {**item.fields, "worker": worker, "attempt": item.lost,
+                                              "reason": error}})
+                return
+            error = StageError("processing", None, f"it stopped a worker {item.lost} times (max_attempts "
+                                                   f"{limit}); last: {' '.join(str(error).split())}")
+        if isinstance(error, (OutputError, WeightsError)):
+            reason = " ".join(str(error).split())
+            self._mark_queued(item, reason)
+            log.error("could not finish; the photo stays in the inbox", extra={"fields": {**item.fields,
+                                                                                         "reason": reason}})
+            self._retry_later(item, reason)
+            return
+        stage, reason = stage_of(error), reason_of(error, item.path)
+        try:
+            self.ledger.mark_failed(item.key, f"{stage}: {reason}")
+        except LedgerError as exc:
+            log.warning("ledger not updated", extra={"fields": {**item.fields, "reason": exc}})
+        log.error("failed", extra={"fields": {**item.fields, "stage": stage, "reason": reason}})
+        self._forget(item)
+        grace = self._config().watch.incomplete_grace if stage == "load" else 0.0
+        self.originals.failed(item.path, item.preset, stage, reason, grace=grace)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def running_files(self) -> list[WorkItem]:
+        return [item for items in self.submitted.values() for item in items]

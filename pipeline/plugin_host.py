@@ -208,7 +208,8 @@ def load_plugins(options: PluginOptions, *, entry_points: bool = True) -> Plugin
                 host.sources[name] = f"entry point ({dist.project_name} {dist.version})"
     for path in _plugin_files(options.paths):
         host.register(_import_file(path), path.stem, str(path))
-    unknown = [name for name in options.disabled if name not in host.sources and not _known_entry_point(name)]
+    unknown = [name for name in options.disabled
+               if name not in host.sources and name not in BUILTIN_PLUGINS and not _known_entry_point(name)]
     for name in unknown:
         log.warning("plugins.disabled names %r, but no plugin has that name", name)
     host.check_hooks()

@@ -72,6 +72,8 @@ def render(report: dict[str, Any]) -> str:
                          f"{job['message']}, {time.time() - job['started']:.0f} s")
         else:
             lines.append("running: nothing")
+    if report.get("ledger_error"):
+        lines.append(f"ledger: cannot be read: {report['ledger_error']}")
     counts = report["counts"]
     lines.append(f"done: {counts.get('done', 0)}, failed: {counts.get('failed', 0)}, "
                  f"queued: {counts.get('queued', 0)}, running: {counts.get('running', 0)}")

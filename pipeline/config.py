@@ -368,10 +368,11 @@ def style_preset_name(stem: str) -> str:
 
     The file name comes from whoever can write to the styles folder, and the
     preset name becomes folder names, so it keeps only ASCII letters, digits, ``_``
-    and ``-`` (accents are dropped, not the letters), and is cut to a safe length.
+    and ``-`` (accents are dropped, not the letters), never starts with ``-`` (it
+    would read as an option in a shell), and is cut to a safe length.
     """
     ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_stem).strip("_")[:PRESET_NAME_MAX].strip("_")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_stem).strip("_-")[:PRESET_NAME_MAX].strip("_-")
     return name or "style"
 
 
@@ -575,33 +576,32 @@ def _folder_problems(raw: Mapping[str, Any], base_dir: Path, problems: ProblemCo
             configured[key] = resolve_config_path(Path(value), base_dir)
             real[key] = configured[key].resolve()
 
-    def written_later(first: str, second: str) -> str:
-        """Blame the key the user wrote (the later one, if both): the other may be a default."""
-        lines = {key: problems.doc.lines.get((key,)) for key in (first, second)}
-        written = [key for key in (first, second) if lines[key] is not None]
-        return max(written, key=lambda key: lines[key] or 0) if written else second
+    def written(key: str) -> int | None:
+        return problems.doc.lines.get((key,))
 
     keys = [key for key in FOLDER_KEYS if key in real]
     for index, first in enumerate(keys):
         for second in keys[index + 1:]:
             a, b = real[first], real[second]
             if a == b:
-                blamed = written_later(first, second)
-                other = second if blamed == first else first
+                # Blame the key the user wrote (the later one, if both): the other may be a default.
+                blamed, other = (first, second) if (written(first) or 0) > (written(second) or 0) else (second, first)
                 problems.add((blamed,), f"{configured[blamed]} is the same folder as {other}; each needs its own")
                 continue
             inner, outer = (first, second) if b in a.parents else (second, first) if a in b.parents else (None, None)
             if inner is None or outer is None:
                 continue
             if outer == "inbox":
-                problems.add((inner,), f"{configured[inner]} is inside the inbox {configured['inbox']}; "
-                             "it would be picked up as new photos")
+                reason = "it would be picked up as new photos"
             elif inner == "inbox":
-                problems.add((outer,), f"the inbox {configured['inbox']} is inside {configured[outer]}; "
-                             "keep the inbox apart from the other folders")
+                reason = "keep the inbox apart from the other folders"
             else:
-                problems.add((inner,), f"{configured[inner]} is inside {outer} ({configured[outer]}); "
-                             "inbox, outbox, processed, failed and state must not lie inside one another")
+                reason = "inbox, outbox, processed, failed and state must not lie inside one another"
+            where = "the inbox" if outer == "inbox" else outer
+            if written(inner) is not None or written(outer) is None:
+                problems.add((inner,), f"{configured[inner]} is inside {where} ({configured[outer]}); {reason}")
+            else:
+                problems.add((outer,), f"{configured[outer]} contains {inner} ({configured[inner]}); {reason}")
     styles = real.get("styles")
     if styles is None:
         return

@@ -105,7 +105,7 @@ _PLAIN_SYNTAX = [
     (r"found character '\\t'", "a tab character: YAML indents with spaces only"),
     (r"expected <block end>, but found", "indentation doesn't match the lines above"),
     (r"mapping values are not allowed here",
-     "a ':' where none is expected: check the indentation, or put quotes around a value that contains ': '"),
+     "a ':' where none belongs: check the indentation, or put quotes around a value that contains ': '"),
     (r"could not find expected ':'", "a key without ':' (or a line indented like a key by mistake)"),
     (r"while parsing a flow sequence", "the '[' at {start} is not closed with ']' (or an item lacks a ',')"),
     (r"while parsing a flow mapping", "the '{{' at {start} is not closed with '}}' (or an item lacks a ',')"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, run_cli, synthetic_style, write_text
 from pipeline.app import load_app
@@ -160,3 +161,18 @@ def test_yaml_syntax_errors_are_said_plainly_with_line_and_column(
     assert problem.startswith(f"{config}:{where}: YAML syntax error: "), problem
     assert words in problem, problem
     assert "<block" not in problem and "but found" not in problem
+
+
+def test_the_readme_plugin_snippet_merged_as_it_says_is_accepted(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text().split("## Writing a plugin", 1)[1]
+    (tmp_path / "sepia.py").write_text(readme.split("```python\n", 1)[1].split("```", 1)[0])
+    snippet = yaml.safe_load(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+    data = yaml.safe_load((REPO / "config.yaml").read_text())
+    data["plugins"].update(snippet["plugins"])
+    data["presets"].update(snippet["presets"])
+    (tmp_path / "styles").symlink_to(REPO / "styles")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    presets = load_app(config).config.presets
+    assert presets["old_photo"].sepia.strength == 0.8
+    assert presets["stained_glass"].style_weight == 30000.0  # the tuned presets keep their settings

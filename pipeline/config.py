@@ -54,7 +54,7 @@ DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda", "cuda0": "cuda:0", "metal": 
 PRESET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 PRESET_NAME_MAX = 100
 PRESET_NAME_RULE = (
-    f"a preset name is a folder name: letters, digits, '_', '-' and '.', not starting with '.', "
+    f"a preset name is a folder name: ASCII letters, digits, '_', '-' and '.', not starting with '.', "
     f"at most {PRESET_NAME_MAX} characters"
 )
 
@@ -73,7 +73,9 @@ def preset_name_problem(name: Any) -> str | None:
     if not isinstance(name, str):
         return None  # pydantic reports a key that is not a string
     if len(name) > PRESET_NAME_MAX or not PRESET_NAME.fullmatch(name):
-        return f"{PRESET_NAME_RULE} (got {name!r})"
+        safe = style_preset_name(name)
+        hint = f"; try {safe!r}" if re.search(r"[A-Za-z0-9]", name) else ""
+        return f"{PRESET_NAME_RULE} (got {name!r}{hint})"
     return None
 
 

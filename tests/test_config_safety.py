@@ -49,7 +49,7 @@ def test_a_preset_name_that_is_not_a_plain_folder_name_is_refused_at_its_line(pr
     config = preset_config(project, name)
     [problem] = problems_of(config)
     assert problem.startswith(f"{config}:6: presets.")
-    assert "a preset name is a folder name: letters, digits, '_', '-' and '.', not starting with '.'" in problem
+    assert "a preset name is a folder name: ASCII letters, digits, '_', '-' and '.', not starting with '.'" in problem
 
 
 def test_process_with_an_escaping_preset_name_writes_nothing_outside_the_outbox(project: Path) -> None:
@@ -61,6 +61,12 @@ def test_process_with_an_escaping_preset_name_writes_nothing_outside_the_outbox(
     assert f"{config}:6: presets.../../escaped: a preset name is a folder name" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project.parent / "escaped").exists() and not (project / "outbox").exists()
+
+
+def test_a_refused_preset_name_comes_with_a_safe_one_to_use(project: Path) -> None:
+    config = preset_config(project, "Café crème")
+    [problem] = problems_of(config)
+    assert problem.endswith("(got 'Café crème'; try 'Cafe_creme')")
 
 
 def test_ordinary_preset_names_are_accepted(project: Path) -> None:

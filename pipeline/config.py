@@ -93,7 +93,8 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 def _check_layer(name: str) -> str:
     if name not in LAYER_NAMES:
-        raise ValueError(f"unknown layer {name!r}{did_you_mean(name, LAYER_NAMES)} (VGG19 layers are conv1_1 … conv5_4)")
+        hint = did_you_mean(name, LAYER_NAMES)
+        raise ValueError(f"unknown layer {name!r}{hint} (VGG19 layers are conv1_1 … conv5_4)")
     return name
 
 
@@ -545,7 +546,8 @@ def _default_preset_problems(data: Mapping[str, Any], problems: ProblemCollector
     presets, default = data.get("presets"), data.get("default_preset")
     if isinstance(presets, Mapping) and presets and isinstance(default, str) and default not in presets:
         known = ", ".join(sorted(map(str, presets)))
-        problems.add(("default_preset",), f"unknown preset {default!r}{did_you_mean(default, presets)} (presets: {known})")
+        hint = did_you_mean(default, presets)
+        problems.add(("default_preset",), f"unknown preset {default!r}{hint} (presets: {known})")
 
 
 def _preset_name_problems(raw: Mapping[str, Any], problems: ProblemCollector) -> None:

@@ -44,7 +44,7 @@ def load_app(config_path: Path | None = None) -> App:
     try:
         doc = read_yaml(path)
     except YamlSyntaxError as exc:
-        raise ConfigError([f"{path}:{exc.line}: {exc.message}"]) from None
+        raise ConfigError(exc.format(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read config: {exc}"]) from None
     host = load_plugins(validate_plugin_options(doc, path))

@@ -13,8 +13,12 @@ Every problem is reported as ``FILE:LINE: dotted.key: message`` through
 from __future__ import annotations
 
 import copy
+import difflib
 import re
-from collections.abc import Mapping
+import types
+import typing
+import unicodedata
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,6 +46,37 @@ PresetFields = Mapping[str, tuple[Any, Any]]
 DEFAULT_STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 DEFAULT_CONTENT_LAYERS = ["conv4_2"]
 SPECIAL_WEIGHTS = ("torchvision", "random")
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+# Words people write for a device, and the device they mean.
+DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda", "cuda0": "cuda:0", "metal": "mps", "apple": "mps"}
+
+#: A preset name becomes a folder name under the inbox, outbox, processed/ and failed/.
+PRESET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+PRESET_NAME_MAX = 100
+PRESET_NAME_RULE = (
+    f"a preset name is a folder name: ASCII letters, digits, '_', '-' and '.', not starting with '.', "
+    f"at most {PRESET_NAME_MAX} characters"
+)
+
+
+def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
+    """``"; did you mean 'cuda'?"`` for the nearest choice (difflib), or ``""`` when none is near."""
+    names = [str(choice) for choice in choices]
+    text = str(value)
+    same_but_case = [name for name in names if name.lower() == text.lower()]
+    match = same_but_case or difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def preset_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a preset name (it would escape its folder), or None when it can."""
+    if not isinstance(name, str):
+        return None  # pydantic reports a key that is not a string
+    if len(name) > PRESET_NAME_MAX or not PRESET_NAME.fullmatch(name):
+        safe = style_preset_name(name)
+        hint = f"; try {safe!r}" if re.search(r"[A-Za-z0-9]", name) else ""
+        return f"{PRESET_NAME_RULE} (got {name!r}{hint})"
+    return None
 
 
 def resolve_config_path(value: Path, base_dir: Path | None) -> Path:
@@ -58,8 +93,17 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 def _check_layer(name: str) -> str:
     if name not in LAYER_NAMES:
-        raise ValueError(f"unknown layer {name!r}; VGG19 layers are conv1_1 … conv5_4")
+        hint = did_you_mean(name, LAYER_NAMES)
+        raise ValueError(f"unknown layer {name!r}{hint} (VGG19 layers are conv1_1 … conv5_4)")
     return name
+
+
+def _check_device(value: str) -> str:
+    if re.fullmatch(DEVICE_PATTERN, value):
+        return value
+    near = DEVICE_SYNONYMS.get(value.lower())
+    hint = f"; did you mean {near!r}?" if near else did_you_mean(value, ["auto", "cpu", "cuda", "mps"])
+    raise ValueError(f"unknown device {value!r}{hint} (choose auto, cpu, cuda, cuda:N or mps)")
 
 
 def _check_image_file(path: Path) -> Path:
@@ -278,7 +322,9 @@ class ConfigBase(Strict):
     processed: ConfigPath = Field(Path("processed"), description="Originals move here after success.")
     failed: ConfigPath = Field(Path("failed"), description="Originals move here after a failure.")
     state: ConfigPath = Field(Path("state"), description="The daemon's ledger and caches.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto|cpu|cuda|cuda:N|mps")
+    device: Annotated[str, AfterValidator(_check_device)] = Field(
+        "auto", json_schema_extra={"pattern": DEVICE_PATTERN}, description="auto|cpu|cuda|cuda:N|mps"
+    )
     model: ModelOptions = Field(default_factory=ModelOptions)
     limits: Limits = Field(default_factory=Limits)
     styles: ConfigPath = Field(
@@ -329,6 +375,19 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 STYLE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 
+def style_preset_name(stem: str) -> str:
+    """A safe preset name for a style image (``Nuit étoilée`` → ``Nuit_etoilee``), see :data:`PRESET_NAME`.
+
+    The file name comes from whoever can write to the styles folder, and the
+    preset name becomes folder names, so it keeps only ASCII letters, digits, ``_``
+    and ``-`` (accents are dropped, not the letters), never starts with ``-`` (it
+    would read as an option in a shell), and is cut to a safe length.
+    """
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_stem).strip("_-")[:PRESET_NAME_MAX].strip("_-")
+    return name or "style"
+
+
 def style_folder_images(folder: Path) -> dict[str, Path]:
     """Preset name -> image, for every image in the styles folder (the name comes from the file name)."""
     if not folder.is_dir():
@@ -337,8 +396,7 @@ def style_folder_images(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix.lower() not in STYLE_EXTENSIONS or not path.is_file():
             continue
-        name = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_") or "style"
-        found.setdefault(name, path)
+        found.setdefault(style_preset_name(path.stem), path)
     return found
 
 
@@ -398,65 +456,176 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
 
 
 class ProblemCollector:
-    """Formats problems as ``FILE:LINE: dotted.key: message`` using the YAML line map."""
+    """Formats problems as ``FILE:LINE: dotted.key: message`` using the YAML line map; each once."""
 
     def __init__(self, path: Path, doc: YamlDocument) -> None:
         self.path = path
         self.doc = doc
-        self._problems: list[tuple[int, str]] = []
-
-    def line_of(self, key: KeyPath) -> int:
-        if key in self.doc.lines or len(key) < 3 or key[0] != "presets":
-            return self.doc.line_of(key)
-        # A key a preset inherited from preset_defaults is reported where it was written.
-        inherited = ("preset_defaults",) + tuple(key[2:])
-        if inherited in self.doc.lines:
-            return self.doc.line_of(inherited)
-        return self.doc.line_of(key)
+        self._problems: dict[str, int] = {}
 
     def add(self, key: KeyPath, message: str) -> None:
         dotted = ".".join(str(part) for part in key) or "(top level)"
-        line = self.line_of(key)
-        self._problems.append((line, f"{self.path}:{line}: {dotted}: {message}"))
+        line = self.doc.line_of(key)
+        self._problems.setdefault(f"{self.path}:{line}: {dotted}: {message}", line)
 
     @property
     def problems(self) -> list[str]:
         """Every problem, in file order."""
-        return [text for _, text in sorted(self._problems, key=lambda item: item[0])]
+        return sorted(self._problems, key=lambda text: self._problems[text])
 
 
-def _pydantic_message(error: Mapping[str, Any]) -> str:
+def _members(annotation: Any) -> list[Any]:
+    """The types an annotation may hold, with ``Annotated`` and unions unwrapped."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [member for arg in typing.get_args(annotation) for member in _members(arg)]
+    return [annotation]
+
+
+def allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
+    """The keys the config accepts in the mapping at ``path`` (to suggest one for a typo)."""
+    candidates: list[Any] = [model]
+    for part in path:
+        following: list[Any] = []
+        for candidate in (member for annotation in candidates for member in _members(annotation)):
+            origin = typing.get_origin(candidate)
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                if isinstance(part, str) and part in candidate.model_fields:
+                    following.append(candidate.model_fields[part].annotation)
+            elif origin is dict and isinstance(part, str):
+                following.append(typing.get_args(candidate)[1])
+            elif origin is list and isinstance(part, int):
+                following.append(typing.get_args(candidate)[0])
+        candidates = following
+    keys: list[str] = []
+    for candidate in (member for annotation in candidates for member in _members(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            keys.extend(key for key in candidate.model_fields if key not in keys)
+    return keys
+
+
+def _pydantic_message(error: Mapping[str, Any], model: type[BaseModel], path: KeyPath) -> str:
+    """Pydantic's message in the user's words: choices and a near match rather than a pattern."""
     if error["type"] == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + did_you_mean(path[-1], allowed_keys(model, path[:-1])) if path else "unknown key"
     if error["type"] == "missing":
         return "required key is missing"
     message = str(error["msg"])
     message = re.sub(r"^(Value|Assertion) error, ", "", message)
-    if error["type"] in {"model_type", "dict_type", "list_type"} or "unknown layer" in message:
-        return message
+    if error["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        message = f"{message}{did_you_mean(error['input'], choices)}"
+    if error["type"] in {"model_type", "dict_type", "list_type"} or message.startswith("unknown "):
+        return message  # the message names the value already, or the value is a whole section
     shown = repr(error["input"])
     return f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
 
 
-def _cross_field_problems(data: Mapping[str, Any], base_dir: Path, problems: ProblemCollector) -> None:
-    """Checks that relate several keys: run on the raw data so they are reported with type errors."""
+def _has_path(data: Any, path: KeyPath) -> bool:
+    for part in path:
+        if isinstance(data, Mapping) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return False
+    return True
+
+
+def _where_written(key: KeyPath, raw: Mapping[str, Any]) -> KeyPath:
+    """Where a problem in a merged preset was written: the preset itself, or ``preset_defaults``.
+
+    Every preset starts from ``preset_defaults``, so a mistake there would
+    otherwise be reported once per preset, at keys the user never wrote.
+    """
+    if len(key) < 3 or key[0] != "presets":
+        return key
+    own = raw.get("presets")
+    name, inside = key[1], tuple(key[2:])
+    if isinstance(own, Mapping) and _has_path(own.get(name), inside):
+        return key
+    if _has_path(raw.get("preset_defaults"), inside):
+        return ("preset_defaults",) + inside
+    return key
+
+
+def _default_preset_problems(data: Mapping[str, Any], problems: ProblemCollector) -> None:
     presets, default = data.get("presets"), data.get("default_preset")
     if isinstance(presets, Mapping) and presets and isinstance(default, str) and default not in presets:
         known = ", ".join(sorted(map(str, presets)))
-        problems.add(("default_preset",), f"unknown preset {default!r} (presets: {known})")
-    folders: dict[str, Path] = {}
-    for key in ("inbox", "outbox", "processed", "failed", "state"):
-        raw = data.get(key, ConfigBase.model_fields[key].default)
-        if isinstance(raw, (str, Path)):
-            folders[key] = resolve_config_path(Path(raw), base_dir)
-    inbox = folders.pop("inbox", None)
-    if inbox is None:
+        hint = did_you_mean(default, presets)
+        problems.add(("default_preset",), f"unknown preset {default!r}{hint} (presets: {known})")
+
+
+def _preset_name_problems(raw: Mapping[str, Any], problems: ProblemCollector) -> None:
+    presets = raw.get("presets")
+    if not isinstance(presets, Mapping):
         return
-    for key, folder in folders.items():
-        if folder == inbox or inbox in folder.parents:
-            problems.add((key,), f"{folder} is inside the inbox {inbox}; it would be picked up as new photos")
-        elif folder in inbox.parents:
-            problems.add((key,), f"the inbox {inbox} is inside {folder}")
+    for name in presets:
+        reason = preset_name_problem(name)
+        if reason:
+            problems.add(("presets", name), reason)
+
+
+FOLDER_KEYS = ("inbox", "outbox", "processed", "failed", "state")
+# Folders photos are written to: a styles folder there would turn photos into presets.
+PHOTO_FOLDER_KEYS = ("inbox", "outbox", "processed", "failed")
+
+
+def _folder_problems(raw: Mapping[str, Any], base_dir: Path, problems: ProblemCollector) -> None:
+    """Refuse folders that alias each other or nest: every one of them has a job of its own.
+
+    The inbox is read as new photos, the outbox is published, the state holds the
+    ledger; a folder inside another would be read as photos, published, or
+    moved away with them. Symlinks are resolved, so a link cannot hide an alias.
+    """
+    configured: dict[str, Path] = {}
+    real: dict[str, Path] = {}
+    for key in FOLDER_KEYS + ("styles",):
+        value = raw.get(key, ConfigBase.model_fields[key].default)
+        if isinstance(value, (str, Path)) and str(value):
+            configured[key] = resolve_config_path(Path(value), base_dir)
+            real[key] = configured[key].resolve()
+
+    def written(key: str) -> int | None:
+        return problems.doc.lines.get((key,))
+
+    keys = [key for key in FOLDER_KEYS if key in real]
+    for index, first in enumerate(keys):
+        for second in keys[index + 1:]:
+            a, b = real[first], real[second]
+            if a == b:
+                # Blame the key the user wrote (the later one, if both): the other may be a default.
+                blamed, other = (first, second) if (written(first) or 0) > (written(second) or 0) else (second, first)
+                problems.add((blamed,), f"{configured[blamed]} is the same folder as {other}; each needs its own")
+                continue
+            inner, outer = (first, second) if b in a.parents else (second, first) if a in b.parents else (None, None)
+            if inner is None or outer is None:
+                continue
+            if outer == "inbox":
+                reason = "it would be picked up as new photos"
+            elif inner == "inbox":
+                reason = "keep the inbox apart from the other folders"
+            else:
+                reason = "inbox, outbox, processed, failed and state must not lie inside one another"
+            where = "the inbox" if outer == "inbox" else outer
+            if written(inner) is not None or written(outer) is None:
+                problems.add((inner,), f"{configured[inner]} is inside {where} ({configured[outer]}); {reason}")
+            else:
+                problems.add((outer,), f"{configured[outer]} contains {inner} ({configured[inner]}); {reason}")
+    styles = real.get("styles")
+    if styles is None:
+        return
+    for key in keys:
+        folder = real[key]
+        if styles == folder:
+            problems.add(("styles",), f"{configured['styles']} is the same folder as {key}; "
+                         "style images need a folder of their own")
+        elif key in PHOTO_FOLDER_KEYS and folder in styles.parents:
+            problems.add(("styles",), f"{configured['styles']} is inside {key} ({configured[key]}); "
+                         "style images need a folder of their own")
 
 
 def validate_config(doc: YamlDocument, path: Path, extra_fields: PresetFields | None = None) -> Any:
@@ -465,16 +634,20 @@ def validate_config(doc: YamlDocument, path: Path, extra_fields: PresetFields | 
     if not isinstance(doc.data, Mapping):
         problems.add((), "the config must be a mapping of keys to values")
         raise ConfigError(problems.problems)
-    data, from_folder = _add_style_folder_presets(dict(doc.data), path.parent)
+    raw: Mapping[str, Any] = doc.data
+    data, from_folder = _add_style_folder_presets(dict(raw), path.parent)
     data = _apply_preset_defaults(data)
     model = build_config_model(extra_fields)
-    _cross_field_problems(data, path.parent, problems)
+    _preset_name_problems(raw, problems)
+    _default_preset_problems(data, problems)
+    _folder_problems(raw, path.parent, problems)
     config = None
     try:
         config = model.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:
         for error in exc.errors():
-            problems.add(_data_path(data, error["loc"]), _pydantic_message(error))
+            key = _data_path(data, error["loc"])
+            problems.add(_where_written(key, raw), _pydantic_message(error, model, key))
     if problems.problems:
         raise ConfigError(problems.problems)
     for name, preset in config.presets.items():
@@ -492,5 +665,6 @@ def validate_plugin_options(doc: YamlDocument, path: Path) -> PluginOptions:
         return PluginOptions.model_validate(raw or {}, context={"base_dir": path.parent})
     except ValidationError as exc:
         for error in exc.errors():
-            problems.add(("plugins",) + _data_path(raw, error["loc"]), _pydantic_message(error))
+            key = _data_path(raw, error["loc"])
+            problems.add(("plugins",) + key, _pydantic_message(error, PluginOptions, key))
         raise ConfigError(problems.problems) from None

@@ -154,24 +154,41 @@ def test_cross_field_problems_are_reported_with_their_lines(project: Path) -> No
     assert len(problems) == 3
 
 
-def test_problem_inherited_from_preset_defaults_points_at_its_line(project: Path) -> None:
+def test_problem_in_preset_defaults_is_reported_once_at_its_line(project: Path) -> None:
     config = write_text(project / "config.yaml", """
         default_preset: p
         preset_defaults:
           iterations: many
+          iteratons: 5
         presets:
           p: {style: art/stripes.png}
+          q: {style: art/stripes.png}
+          r: {style: art/stripes.png, iterations: 7}
     """)
     assert problems_of(config) == [
-        f"{config}:3: presets.p.iterations: Input should be a valid integer, unable to parse string as an integer "
-        "(got 'many')"
+        f"{config}:3: preset_defaults.iterations: Input should be a valid integer, unable to parse string as an "
+        "integer (got 'many')",
+        f"{config}:4: preset_defaults.iteratons: unknown key; did you mean 'iterations'?",
     ]
+
+
+def test_a_presets_own_mistake_is_reported_at_the_preset(project: Path) -> None:
+    config = write_text(project / "config.yaml", """
+        default_preset: p
+        preset_defaults:
+          output: {format: png}
+        presets:
+          p: {style: art/stripes.png, output: {quality: 500}}
+          q: {style: art/stripes.png}
+    """)
+    [problem] = problems_of(config)
+    assert problem.startswith(f"{config}:5: presets.p.output.quality: Input should be less than or equal to 100")
 
 
 def test_yaml_syntax_error_names_the_line(project: Path) -> None:
     config = write_text(project / "config.yaml", "default_preset: p\npresets: [oops\nother: 1\n")
     [problem] = problems_of(config)
-    assert problem.startswith(f"{config}:3: YAML syntax error")
+    assert problem.startswith(f"{config}:3:6: YAML syntax error: the '[' at line 2, column 10 is not closed")
 
 
 def test_wrong_type_for_a_section(project: Path) -> None:

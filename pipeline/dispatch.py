@@ -256,7 +256,7 @@ class Dispatcher:
             item.rendered = rendered
             reason = " ".join(str(exc).split())
             self._mark_queued(item, reason)
-            log.error("could not save the result; the photo stays in the inbox",
+            log.error("could not finish; the photo stays in the inbox",
                       extra={"fields": {**item.fields, "reason": reason}})
             self._retry_later(item, reason)
             return

@@ -124,7 +124,9 @@ class Executor(ABC):
 class LocalExecutor(Executor):
     """One worker thread in this process that owns the engine; runs one submission at a time."""
 
-    def __init__(self, wake: threading.Event | None = None, max_in_flight: int = 2) -> None:
+    def __init__(self, wake: threading.Event | None = None, max_in_flight: int = 1) -> None:
+        """One submission at a time: the next photo's bytes are read only when the worker is free, so a
+        photo deleted or replaced while it waits is seen as such (the main loop hands over at once)."""
         self.wake = wake or threading.Event()
         self.max_in_flight = max_in_flight
         self._inbox: queue.Queue[Submission | None] = queue.Queue()

@@ -93,6 +93,7 @@ class Intake:
 
     def start(self) -> None:
         self.make_folders()
+        self._settings_hash(self.config.default_preset)  # hashes the weights file once, before READY
         self.start_watcher()
         self.scan_all()
 
@@ -117,7 +118,10 @@ class Intake:
             return
         self._inbox_checked = now
         current = self._inbox_identity()
-        if current is not None and current == self._inbox_id:
+        watching = self.watcher is not None and self.watcher.alive()
+        if current is not None and current == self._inbox_id and watching:
+            if not all((self.config.inbox / name).is_dir() for name in self.config.presets):
+                self.make_folders()  # a preset folder removed on its own: put it back
             return
         log.warning("the inbox was deleted or replaced; recreating its folders and watching it again",
                     extra={"fields": {"inbox": self.config.inbox}})

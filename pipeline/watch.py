@@ -222,6 +222,11 @@ class InboxWatcher:
         """Paths seen by events since the last call (files, or folders to scan)."""
         return self.handler.drain()
 
+    def alive(self) -> bool:
+        """False once the watch is lost (inotify drops it when the watched folder itself is deleted)."""
+        emitters = list(self.observer.emitters)
+        return self.observer.is_alive() and bool(emitters) and all(e.is_alive() for e in emitters)
+
     def is_writing(self, path: Path) -> bool:
         """True while a writer has ``path`` open for writing (as far as the OS reports it)."""
         return self.reports_close and self.handler.is_writing(path)

@@ -154,6 +154,8 @@ def test_gallery_command_rebuilds_from_sidecars_after_the_originals_are_gone(
 ) -> None:
     copy = tmp_path / "project"
     shutil.copytree(project.config.parent, copy)
+    # the sidecars name the first project's style image: the copy's config uses it too, so it may be read
+    write_config(copy, preset={"style": str(project.config.parent / "style.png")})
     index = copy / "outbox" / "index.html"
     index.unlink()
     photos_dir = project.photos[0].parent  # the daemon moves originals away; here they go, for this test

@@ -129,7 +129,8 @@ def _load(sidecar: Path) -> dict[str, Any]:
     try:
         return load_record(sidecar, follow_links=False)
     except SidecarError as exc:
-        raise NotACard(str(exc)) from None
+        reason = str(exc)
+        raise NotACard(reason.removeprefix(f"{printable(sidecar)}: ")) from None
 
 
 def card_from_sidecar(outbox: Path, sidecar: Path) -> Card:

@@ -38,16 +38,16 @@ import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pipeline.fileops import read_regular_file, write_text_atomic
+from pipeline.fileops import name_max, read_regular_file, write_text_atomic
 from pipeline.sidecar import SUFFIX, SidecarError, load_record, path_fields, record_path, sidecar_path
 from pipeline.textsafe import printable, readable
-from pipeline.thumbnails import KINDS, THUMBS_DIR, relative_to_outbox, thumbnails_of
+from pipeline.thumbnails import KINDS, THUMBS_DIR, relative_to_outbox, thumbnail_relatives, thumbnails_of
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,23 @@ class Card:
 
     ``record`` is the full sidecar record when built from the sidecars, or the
     few keys the page shows (preset, seconds, input) when read from the index.
+    ``present`` says which thumbnails existed when the card was made, so the page
+    is rendered without touching the disk per card.
     """
 
-    output: Path
+    outbox: Path
+    relative: str  # the result's path under the outbox, "/"-separated: the card's identity in the index
     record: dict[str, Any]
     created: datetime
-    thumbnails: dict[str, Path]
-    relative: Path  # ``output`` under the outbox: the card's identity in the index
+    present: set[str] = field(default_factory=set)
+
+    @property
+    def output(self) -> Path:
+        return self.outbox / self.relative
+
+    @property
+    def thumbnails(self) -> dict[str, Path]:
+        return thumbnails_of(self.outbox, self.relative)
 
 
 class NotACard(Exception):
@@ -83,7 +93,7 @@ def _warn_skip(path: Path, reason: object) -> None:
     log.warning("gallery: skipping %s: %s", printable(path), printable(reason))
 
 
-def _is_regular(path: Path) -> bool:
+def _is_regular(path: Path | str) -> bool:
     """Whether ``path`` itself (not a link's target) is a regular file."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
@@ -133,6 +143,10 @@ def _load(sidecar: Path) -> dict[str, Any]:
         raise NotACard(reason.removeprefix(f"{printable(sidecar)}: ")) from None
 
 
+def _present(outbox: Path, relative: str) -> set[str]:
+    return {kind for kind, path in thumbnails_of(outbox, relative).items() if path.is_file()}
+
+
 def card_from_sidecar(outbox: Path, sidecar: Path) -> Card:
     """The card of one sidecar under ``outbox``; ``NotACard`` when it is not a result photostyle can show."""
     if not _is_regular(sidecar):
@@ -142,10 +156,10 @@ def card_from_sidecar(outbox: Path, sidecar: Path) -> Card:
         record = _load(sidecar)
     try:
         created = _created(record)
-        relative = relative_to_outbox(outbox, output)
+        relative = relative_to_outbox(outbox, output).as_posix()
     except (KeyError, ValueError, TypeError) as exc:
         raise NotACard(f"not a usable sidecar ({type(exc).__name__}: {exc})") from None
-    return Card(output, record, created, thumbnails_of(outbox, relative), relative)
+    return Card(Path(outbox), relative, record, created, _present(outbox, relative))
 
 
 def _newest_first(cards: list[Card]) -> list[Card]:
@@ -171,18 +185,26 @@ def _cards_path(outbox: Path) -> Path:
     return Path(outbox) / THUMBS_DIR / CARDS_NAME
 
 
-def _entry(card: Card, outbox: Path) -> dict[str, Any]:
-    """A card as the index stores it: its result's path relative to the outbox (exact bytes kept), what it shows."""
+def _exact(fields: dict[str, Any], key: str) -> str | None:
+    """The text stored by :func:`~pipeline.sidecar.path_fields` under ``key``, exact (surrogate-escaped) when it can be."""
+    path = record_path(fields, key) if f"{key}_b64" in fields else fields.get(key)
+    return str(path) if isinstance(path, (str, Path)) and str(path) else None
+
+
+def _entry(card: Card) -> dict[str, Any]:
+    """A card as the index stores it: its result's path under the outbox (exact bytes kept) and what it shows."""
     record = card.record
-    input_path = record_path(record, "input")
+    source = _exact(record, "input")
+    seconds = record.get("seconds")
     entry: dict[str, Any] = {
         **path_fields("output", card.relative),
         "created": card.created.isoformat(),
         "preset": readable(record.get("preset", "?")),
-        "seconds": record.get("seconds") if isinstance(record.get("seconds"), (int, float)) else None,
+        "seconds": seconds if isinstance(seconds, (int, float)) else None,
+        "thumbnails": sorted(card.present),
     }
-    if input_path is not None:
-        entry.update(path_fields("input", input_path))
+    if source is not None:
+        entry.update(path_fields("input", os.path.basename(source)))  # the page shows the original's name only
     return entry
 
 
@@ -190,22 +212,25 @@ def _card_from_entry(entry: Any, outbox: Path) -> Card:
     """A card from an index entry, which is untrusted too: its result must be a regular file in the outbox."""
     if not isinstance(entry, dict):
         raise NotACard("not an index entry")
-    relative = record_path(entry, "output")
-    if relative is None or relative.is_absolute() or ".." in relative.parts or not relative.parts:
+    relative = _exact(entry, "output")
+    parts = relative.split("/") if relative else []
+    if not parts or relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise NotACard(f"names {printable(relative)}, which is not in the outbox")
-    output = Path(outbox) / relative
-    if not _is_regular(output):
+    if not _is_regular(os.path.join(outbox, relative)):
         raise NotACard("")  # deleted (or replaced by something that is not a result) since it was indexed
     try:
         created = _created(entry)
     except (KeyError, ValueError, TypeError) as exc:
         raise NotACard(f"damaged index entry ({exc})") from None
+    thumbnails = entry.get("thumbnails")
+    present = {kind for kind in KINDS if isinstance(thumbnails, list) and kind in thumbnails}
     record = {key: entry[key] for key in ("preset", "seconds", "input", "input_b64") if key in entry}
-    return Card(output, record, created, thumbnails_of(outbox, relative), relative)
+    return Card(outbox, relative, record, created, present)
 
 
 def _read_cards(outbox: Path) -> list[Card] | None:
     """The indexed cards whose results still exist; None when there is no usable index (rebuild instead)."""
+    outbox = Path(outbox)
     path = _cards_path(outbox)
     try:
         data = json.loads(read_regular_file(path, CARDS_MAX_BYTES, follow_links=False))
@@ -229,7 +254,7 @@ def _read_cards(outbox: Path) -> list[Card] | None:
 
 
 def _write_cards(outbox: Path, cards: list[Card]) -> None:
-    document = {"format": CARDS_FORMAT, "cards": [_entry(card, outbox) for card in cards]}
+    document = {"format": CARDS_FORMAT, "cards": [_entry(card) for card in cards]}
     write_text_atomic(_cards_path(outbox), json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
@@ -246,10 +271,9 @@ def _locked(outbox: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _href(target: Path, outbox: Path) -> str:
-    """A relative URL from the page to ``target``, percent-encoded and HTML-escaped."""
-    relative = Path(os.path.relpath(target, outbox)).as_posix()
-    return html.escape(quote(os.fsencode(relative)), quote=True)  # percent-encodes the name's exact bytes
+def _href(relative: str) -> str:
+    """A URL from the page to ``relative`` (under the outbox): the name's exact bytes percent-encoded, HTML-escaped."""
+    return html.escape(quote(os.fsencode(relative)), quote=True)
 
 
 def _duration(seconds: float) -> str:
@@ -263,13 +287,12 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _figure(kind: str, card: Card, outbox: Path) -> str:
-    thumbnail = card.thumbnails[kind]
+def _figure(kind: str, card: Card, thumbnail: str) -> str:
     label = LABELS[kind]
-    if thumbnail.is_file():
-        image = f'<img src="{_href(thumbnail, outbox)}" alt="{label}" loading="lazy">'
+    if kind in card.present:
+        image = f'<img src="{_href(thumbnail)}" alt="{label}" loading="lazy">'
         if kind == "result":  # the result thumbnail opens the full result
-            box = f'<a class="thumb" href="{_href(card.output, outbox)}">{image}</a>'
+            box = f'<a class="thumb" href="{_href(card.relative)}">{image}</a>'
         else:
             box = f'<div class="thumb">{image}</div>'
     else:
@@ -277,22 +300,23 @@ def _figure(kind: str, card: Card, outbox: Path) -> str:
     return f"<figure>{box}<figcaption>{label}</figcaption></figure>"
 
 
-def _card(card: Card, outbox: Path) -> str:
+def _card(card: Card, limit: int) -> str:
     record = card.record
-    source = record_path(record, "input")
-    source_name = printable(source.name if source is not None else "")
+    source = _exact(record, "input")
+    source_name = printable(os.path.basename(source) if source else "")
     seconds = record.get("seconds")
     meta = [f'<span class="preset">{html.escape(printable(record.get("preset", "?")))}</span>']
     if isinstance(seconds, (int, float)):
         meta.append(html.escape(_duration(float(seconds))))
     meta.append(f'<time datetime="{html.escape(card.created.isoformat())}">{_when(card.created)}</time>')
-    figures = "".join(_figure(kind, card, outbox) for kind in KINDS)
+    thumbnails = thumbnail_relatives(card.relative, limit)
+    figures = "".join(_figure(kind, card, thumbnails[kind]) for kind in KINDS)
     return (
         '<article class="card">'
         f'<div class="trio">{figures}</div>'
         '<div class="caption">'
         f'<div class="name" title="from {html.escape(source_name, quote=True)}">'
-        f"{html.escape(printable(card.output.name))}</div>"
+        f"{html.escape(printable(os.path.basename(card.relative)))}</div>"
         f'<div class="meta">{" · ".join(meta)}</div>'
         "</div></article>"
     )
@@ -335,7 +359,8 @@ def render(cards: list[Card], outbox: Path, generated: datetime | None = None) -
     """The whole page for ``cards`` (already in display order)."""
     generated = generated or datetime.now(UTC)
     count = f"{len(cards)} result" + ("" if len(cards) == 1 else "s")
-    body = "\n".join(_card(card, outbox) for card in cards) or (
+    limit = name_max(Path(outbox))
+    body = "\n".join(_card(card, limit) for card in cards) or (
         '<p class="empty">No results yet: drop a photo into the inbox or run <code>photostyle process</code>.</p>'
     )
     return (

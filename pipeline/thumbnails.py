@@ -53,11 +53,17 @@ def thumbnail_paths(outbox: Path, output: Path) -> dict[str, Path]:
     return thumbnails_of(outbox, relative_to_outbox(outbox, output))
 
 
-def thumbnails_of(outbox: Path, relative: Path) -> dict[str, Path]:
+def thumbnails_of(outbox: Path, relative: Path | str) -> dict[str, Path]:
     """The thumbnails of the result at ``relative`` (a path under ``outbox``, see :func:`relative_to_outbox`)."""
-    base = Path(outbox) / THUMBS_DIR / relative
-    limit = name_max(Path(outbox))
-    return {kind: base.with_name(fit_name(base.name, f".{kind}.jpg", limit=limit)) for kind in KINDS}
+    names = thumbnail_relatives(Path(relative).as_posix(), name_max(Path(outbox)))
+    return {kind: Path(outbox) / name for kind, name in names.items()}
+
+
+def thumbnail_relatives(relative: str, limit: int) -> dict[str, str]:
+    """``tiny/a.jpg`` -> ``{"original": ".thumbs/tiny/a.jpg.original.jpg", …}``: plain strings, for pages of many cards."""
+    folder, _, name = relative.rpartition("/")
+    base = f"{THUMBS_DIR}/{folder}/" if folder else f"{THUMBS_DIR}/"
+    return {kind: base + fit_name(name, f".{kind}.jpg", limit=limit) for kind in KINDS}
 
 
 def shrink(image: Image.Image, long_edge: int = LONG_EDGE) -> Image.Image:

@@ -77,12 +77,13 @@ def fill_missing_thumbnails(cards: list[Card], max_pixels: int, trusted: Trusted
     """Make the thumbnails that are missing and whose trusted source still exists; return how many were made."""
     made = 0
     for card in cards:
+        targets = card.thumbnails
         for kind, source in _sources(card).items():
-            target = card.thumbnails[kind]
-            if target.is_file() or source is None or not trusted.allows(kind, source):
+            if kind in card.present or source is None or not trusted.allows(kind, source):
                 continue
             try:
-                thumbnail_from_file(source, target, max_pixels)
+                thumbnail_from_file(source, targets[kind], max_pixels)
+                card.present.add(kind)
                 made += 1
             except (OSError, ValueError, PhotostyleError) as exc:
                 log.warning("%s: %s thumbnail not made: %s", printable(card.output), kind, printable(exc))

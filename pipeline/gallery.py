@@ -406,7 +406,7 @@ def add_to_gallery(outbox: Path, sidecar: Path) -> tuple[Path, int]:
             try:
                 card = card_from_sidecar(outbox, sidecar)
             except NotACard as skip:
-                _warn_skip(sidecar, skip or "not a result")
+                _warn_skip(sidecar, str(skip) or "its result is gone")
             else:
                 cards = [old for old in cards if old.relative != card.relative] + [card]
             cards = _newest_first(cards)

@@ -4,6 +4,10 @@ Originals are moved, never copied-and-deleted blindly and never overwritten
 (:mod:`pipeline.fileops`), into a folder per preset: ``inbox/mosaic/a.jpg`` and a
 photo dropped into ``inbox/`` itself (the default preset) both land in
 ``processed/<preset>/`` (or ``failed/<preset>/``).
+
+A failed photo keeps its own name, however long; its note is named by
+:func:`error_note_path`, shortened if needed, and its text is printable (the
+photo's name may hold newlines or terminal escape codes).
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.fileops import move_without_overwrite, write_text_atomic
+from pipeline.fileops import fit_name, move_without_overwrite, name_max, write_text_atomic
+from pipeline.textsafe import printable
+
+ERROR_NOTE_SUFFIX = ".error.txt"
 
 
 def after_success(path: Path, config: Any, preset: str) -> Path | None:
@@ -26,9 +33,17 @@ def after_success(path: Path, config: Any, preset: str) -> Path | None:
     return move_without_overwrite(path, config.processed / preset)
 
 
+def error_note_path(moved: Path) -> Path:
+    """``failed/a.jpg`` -> ``failed/a.jpg.error.txt``, shortened (keeping ``.jpg.error.txt``) to fit the filesystem."""
+    moved = Path(moved)
+    name = fit_name(moved.stem, moved.suffix + ERROR_NOTE_SUFFIX, limit=name_max(moved.parent))
+    return moved.with_name(name)
+
+
 def error_paragraph(name: str, preset: str, stage: str, reason: str) -> str:
-    """The readable note left beside a failed photo."""
+    """The readable note left beside a failed photo; everything from outside is made printable."""
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    name, preset, stage, reason = (printable(text) for text in (name, preset, stage, reason))
     return (
         f"photostyle could not turn {name} into artwork (preset '{preset}', {when}): the {stage} stage failed "
         f"because {reason.rstrip('.')}. The photo was moved here unchanged. If the problem can be fixed, move it "
@@ -39,5 +54,5 @@ def error_paragraph(name: str, preset: str, stage: str, reason: str) -> str:
 def after_failure(path: Path, config: Any, preset: str, stage: str, reason: str) -> Path:
     """Move the original to ``failed/`` and write ``<name>.error.txt`` beside it; return the new path."""
     moved = move_without_overwrite(path, config.failed / preset)
-    write_text_atomic(moved.with_name(moved.name + ".error.txt"), error_paragraph(path.name, preset, stage, reason))
+    write_text_atomic(error_note_path(moved), error_paragraph(path.name, preset, stage, reason))
     return moved

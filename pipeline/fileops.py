@@ -5,11 +5,17 @@
 - A final name is claimed with ``link()``, which fails if the name exists, so an
   existing file is never replaced: ``stem.ext``, then ``stem-1.ext``, ``stem-2.ext``…
 - Moves keep the source until the destination is complete, across filesystems too.
+- Every name photostyle makes fits the filesystem: a name is at most NAME_MAX
+  (255) *bytes*, and a photo's own name may already be close to that. One
+  function, :func:`fit_name`, shortens every derived name (results and their
+  ``-N``, sidecars, thumbnails, ``.error.txt`` notes), so they all agree; temp
+  names are short by construction.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -19,6 +25,77 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
+
+NAME_MAX = 255  # bytes in one path component on Linux, macOS and every common filesystem
+# Room a result's name leaves for the names derived from it: its sidecar (``NAME.json``, +5 bytes)
+# and its gallery thumbnails (``NAME.original.jpg``, +13), so those never need shortening.
+DERIVED_RESERVE = 16
+_TEMP_STEM_BYTES = 32  # temp names only need to be unique and dot-named: keep them short
+_CUT_MARK_BYTES = 9  # "~" and 8 hex digits
+
+
+def _encoded(text: str) -> bytes:
+    """``text`` as the bytes of a name on disk (what :func:`os.fsencode` gives on Linux and macOS)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no file name produces: count it as UTF-8 would
+        return text.encode("utf-8", "surrogatepass")
+
+
+def name_bytes(name: str) -> int:
+    """Length of ``name`` on disk: its bytes, as the filesystem counts them (not its characters)."""
+    return len(_encoded(name))
+
+
+def name_max(folder: Path) -> int:
+    """The longest name ``folder``'s filesystem takes, in bytes (at most 255; some, like eCryptfs, take less)."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return NAME_MAX
+    return min(NAME_MAX, limit) if limit > 0 else NAME_MAX
+
+
+def _cut(text: str, budget: int) -> str:
+    """The longest prefix of ``text`` of at most ``budget`` bytes, cut between characters.
+
+    A UTF-8 sequence is never split; a surrogate-escaped byte of a non-UTF-8
+    name (U+DC80..U+DCFF) is one byte on disk and counts as one.
+    """
+    used = 0
+    for index, char in enumerate(text):
+        used += len(_encoded(char))
+        if used > budget:
+            return text[:index]
+    return text
+
+
+def fit_name(stem: str, suffix: str = "", reserve: int = 0, limit: int = NAME_MAX) -> str:
+    """``stem + suffix``, shortened if needed so that it plus ``reserve`` bytes fits in ``limit`` bytes.
+
+    The suffix (``.jpg``, ``-2.jpg``, ``.json``, ``.jpg.error.txt``) is kept and the
+    stem cut on a character boundary; a cut name ends its stem with ``~`` and 8
+    hex digits of a hash of the whole name, so two long names that share a prefix
+    still get different short names, and the same name always gets the same one.
+    A suffix too long to keep (``a.<250 bytes>``) is cut like the stem.
+    """
+    name = stem + suffix
+    budget = limit - reserve
+    if name_bytes(name) <= budget:
+        return name
+    mark = "~" + hashlib.blake2s(_encoded(name), digest_size=4).hexdigest()
+    room = budget - _CUT_MARK_BYTES - name_bytes(suffix)
+    if room < 1:  # the suffix itself leaves no room: treat it as part of the stem
+        stem, suffix = name, ""
+        room = budget - _CUT_MARK_BYTES
+    if room < 1:
+        raise ValueError(f"no room for a name in {limit} bytes with {reserve} reserved")
+    return _cut(stem, room) + mark + suffix
+
+
+def _temp_prefix(name: str) -> str:
+    """``.NAME.`` with NAME cut short: the temp name stays far below NAME_MAX whatever ``name`` is."""
+    return f".{_cut(name, _TEMP_STEM_BYTES)}."
 
 
 def fsync_dir(folder: Path) -> None:
@@ -35,20 +112,59 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _candidates(folder: Path, stem: str, suffix: str) -> Iterator[Path]:
-    """``stem.ext``, ``stem-1.ext``, ``stem-2.ext``, … (lazily: usually the first is free)."""
+def read_regular_file(path: Path, max_bytes: int, *, follow_links: bool = True) -> bytes:
+    """The bytes of a regular file, for files others may have planted (sidecars, indexes in a synced outbox).
+
+    Opens non-blocking, so a FIFO cannot hang the caller; refuses anything but a
+    regular file, and anything over ``max_bytes``; with ``follow_links=False``
+    refuses a symlink (``ELOOP``). Every refusal is an OSError with a readable
+    ``strerror``.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise OSError(errno.ELOOP, "a symbolic link, not followed", str(path)) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"{info.st_size} bytes, over the {max_bytes} expected", str(path))
+        chunks, left = [], max_bytes + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:  # it grew while being read
+            raise OSError(errno.EFBIG, f"over the {max_bytes} bytes expected", str(path))
+        return data
+    finally:
+        os.close(fd)
+
+
+def _candidates(folder: Path, stem: str, suffix: str, reserve: int = 0) -> Iterator[Path]:
+    """``stem.ext``, ``stem-1.ext``, ``stem-2.ext``, … (lazily: usually the first is free), each fitted."""
+    limit = name_max(folder)
     for n in range(100_000):
-        yield folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
+        yield folder / fit_name(stem, suffix if n == 0 else f"-{n}{suffix}", reserve, limit)
 
 
-def claim_free_name(source: Path, folder: Path, stem: str, suffix: str) -> Path:
+def claim_free_name(source: Path, folder: Path, stem: str, suffix: str, reserve: int = 0) -> Path:
     """Give ``source`` (same filesystem as ``folder``) the first free ``stem[-N]suffix`` there.
+
+    Names are shortened with :func:`fit_name` so that each, plus ``reserve``
+    bytes, fits the filesystem.
 
     Links then unlinks, so the name appears atomically and is never taken from
     another file. Where hard links are unavailable (some FUSE and SMB mounts) it
     falls back to check-then-rename, which is only racy against other writers.
     """
-    for target in _candidates(folder, stem, suffix):
+    for target in _candidates(folder, stem, suffix, reserve):
         try:
             os.link(source, target)
         except FileExistsError:
@@ -69,7 +185,7 @@ def claim_free_name(source: Path, folder: Path, stem: str, suffix: str) -> Path:
 def _durable_temp(folder: Path, name: str, data: bytes) -> Iterator[Path]:
     """``data`` in a fsynced, dot-named temp file in ``folder``; removed afterwards unless renamed away."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(name), suffix=".tmp", dir=folder)
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -83,10 +199,14 @@ def _durable_temp(folder: Path, name: str, data: bytes) -> Iterator[Path]:
             temp.unlink()
 
 
-def write_new_file(data: bytes, folder: Path, stem: str, suffix: str) -> Path:
-    """Write ``data`` as a new file ``folder/stem[-N]suffix``, atomically; return its path."""
+def write_new_file(data: bytes, folder: Path, stem: str, suffix: str, reserve: int = DERIVED_RESERVE) -> Path:
+    """Write ``data`` as a new file ``folder/stem[-N]suffix``, atomically; return its path.
+
+    The name leaves ``reserve`` bytes free (by default enough for the sidecar and
+    thumbnails named after it), shortening ``stem`` when the photo's name is long.
+    """
     with _durable_temp(folder, stem, data) as temp:
-        target = claim_free_name(temp, folder, stem, suffix)
+        target = claim_free_name(temp, folder, stem, suffix, reserve)
     fsync_dir(folder)
     return target
 
@@ -103,7 +223,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def move_without_overwrite(source: Path, folder: Path) -> Path:
-    """Move ``source`` into ``folder`` under its own name (or ``name-N``); return where it went.
+    """Move ``source`` into ``folder`` under its own name (or ``name-N``, fitted); return where it went.
 
     Across filesystems the file is copied to a temp name, fsynced and claimed
     before the source is removed, so a crash leaves at worst two copies, never none.
@@ -126,7 +246,7 @@ def move_without_overwrite(source: Path, folder: Path) -> Path:
         target = next(t for t in _candidates(folder, stem, suffix) if not (t.exists() or t.is_symlink()))
         os.rename(source, target)
         return target
-    fd, temp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
+    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(stem), suffix=".tmp", dir=folder)
     os.close(fd)
     temp = Path(temp_name)
     try:

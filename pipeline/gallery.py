@@ -1,57 +1,116 @@
 """The gallery page: ``outbox/index.html``, one card per result, newest first.
 
-It is built from the sidecars under the outbox, not from a list of its own, so
-any result written by the job runner (``process``, the daemon) appears, and a
-result deleted from the outbox disappears at the next rebuild. Rebuilding reads
-only the small JSON sidecars and checks which thumbnails exist; it never decodes
-an image, so the plugin can afford to rebuild after every job.
+Two ways to build it:
+
+- :func:`write_gallery` (``photostyle gallery``) rebuilds from the sidecars under
+  the outbox, so any result written by the job runner (``process``, the daemon)
+  appears, and a result deleted from the outbox disappears.
+- :func:`add_to_gallery` (after each job, the gallery plugin) adds one card to an
+  index of cards kept beside the thumbnails (``outbox/.thumbs/.gallery.json``)
+  and renders the page from it. It reads the one new sidecar only, so a job
+  costs the same with ten results in the outbox or ten thousand; it still drops
+  the cards of results deleted since (one ``lstat`` each).
+
+The outbox is a synced folder others can write, so everything found there is
+untrusted: only regular files count (symlinks, FIFOs and devices are skipped
+and never opened or followed), sidecars are read without following links or
+blocking, at most a few MB, a card's result is where its sidecar is (never a
+path the sidecar names), and an entry that is odd in any way is skipped with a
+warning, never fatal. The index is a cache: if it is missing or damaged, the
+page is rebuilt from the sidecars. Updates take a lock (``flock`` on
+``.thumbs/.gallery.lock``) so ``process`` and the daemon never lose each
+other's cards.
 
 The page is one self-contained file: inline CSS, no script, no external URLs,
 thumbnails by relative path, so it works from ``file://``, offline, and from a
-synced folder. Everything that comes from file names or the config is escaped.
+synced folder. Everything that comes from file names or the config is made
+printable and escaped; URLs percent-encode a name's exact bytes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import html
+import json
 import logging
 import os
+import re
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pipeline.fileops import write_text_atomic
-from pipeline.sidecar import SUFFIX, SidecarError, load_record
-from pipeline.thumbnails import KINDS, thumbnail_paths
+from pipeline.fileops import name_max, read_regular_file, write_text_atomic
+from pipeline.sidecar import SUFFIX, SidecarError, load_record, path_fields, record_path, sidecar_path
+from pipeline.textsafe import printable, readable
+from pipeline.thumbnails import KINDS, THUMBS_DIR, relative_to_outbox, thumbnail_relatives, thumbnails_of
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.html"
+CARDS_NAME = ".gallery.json"  # in outbox/.thumbs: dot-named, so never a preset's thumbnail folder
+LOCK_NAME = ".gallery.lock"
+CARDS_FORMAT = 1
+CARDS_MAX_BYTES = 256 * 1024 * 1024  # ~1 million cards; a larger file is not ours
 LABELS = {"original": "Original", "style": "Style", "result": "Result"}
+_FITTED_SIDECAR = re.compile(r"~[0-9a-f]{8}" + re.escape(SUFFIX) + "$")
 
 
 @dataclass
 class Card:
-    """One result as the gallery shows it."""
+    """One result as the gallery shows it.
 
-    output: Path
+    ``record`` is the full sidecar record when built from the sidecars, or the
+    few keys the page shows (preset, seconds, input) when read from the index.
+    ``present`` says which thumbnails existed when the card was made, so the page
+    is rendered without touching the disk per card.
+    """
+
+    outbox: Path
+    relative: str  # the result's path under the outbox, "/"-separated: the card's identity in the index
     record: dict[str, Any]
     created: datetime
-    thumbnails: dict[str, Path]
+    present: set[str] = field(default_factory=set)
+
+    @property
+    def output(self) -> Path:
+        return self.outbox / self.relative
+
+    @property
+    def thumbnails(self) -> dict[str, Path]:
+        return thumbnails_of(self.outbox, self.relative)
+
+
+class NotACard(Exception):
+    """An outbox entry the gallery does not show; ``str()`` is the reason to log (empty: not worth a warning)."""
+
+
+def _warn_skip(path: Path, reason: object) -> None:
+    log.warning("gallery: skipping %s: %s", printable(path), printable(reason))
+
+
+def _is_regular(path: Path | str) -> bool:
+    """Whether ``path`` itself (not a link's target) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _sidecar_files(outbox: Path) -> Iterator[Path]:
-    """Sidecars under the outbox whose result is still there; hidden folders (``.thumbs``) are skipped."""
-    for folder, dirs, files in os.walk(outbox):
+    """Candidate sidecars under the outbox; hidden folders (``.thumbs``) and linked folders are not entered."""
+    def unreadable(error: OSError) -> None:
+        _warn_skip(Path(error.filename or outbox), error.strerror or error)
+
+    for folder, dirs, files in os.walk(outbox, onerror=unreadable):  # followlinks=False: never leaves the outbox
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
+        for name in sorted(files):
             if name.endswith(SUFFIX) and not name.startswith("."):
-                path = Path(folder) / name
-                if path.with_name(name[: -len(SUFFIX)]).is_file():
-                    yield path
+                yield Path(folder) / name
 
 
 def _created(record: dict[str, Any]) -> datetime:
@@ -59,26 +118,162 @@ def _created(record: dict[str, Any]) -> datetime:
     return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
+def _output_of(sidecar: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The result a sidecar belongs to (beside it; ``NotACard`` if it is gone or odd), and the record if read."""
+    output = sidecar.with_name(sidecar.name[: -len(SUFFIX)])
+    record = None
+    if not os.path.lexists(output) and _FITTED_SIDECAR.search(sidecar.name):
+        # a result whose name was too long for "NAME.json": its sidecar got a shortened name
+        record = _load(sidecar)
+        named = record_path(record, "output")
+        if named is not None and sidecar_path(sidecar.parent / named.name) == sidecar:
+            output = sidecar.parent / named.name
+    if not os.path.lexists(output):
+        raise NotACard("")  # the result was deleted: not worth a warning
+    if not _is_regular(output):
+        raise NotACard(f"{printable(output.name)} is not a regular file (a link, folder or special file)")
+    return output, record
+
+
+def _load(sidecar: Path) -> dict[str, Any]:
+    try:
+        return load_record(sidecar, follow_links=False)
+    except SidecarError as exc:
+        reason = str(exc)
+        raise NotACard(reason.removeprefix(f"{printable(sidecar)}: ")) from None
+
+
+def _present(outbox: Path, relative: str) -> set[str]:
+    return {kind for kind, path in thumbnails_of(outbox, relative).items() if path.is_file()}
+
+
+def card_from_sidecar(outbox: Path, sidecar: Path) -> Card:
+    """The card of one sidecar under ``outbox``; ``NotACard`` when it is not a result photostyle can show."""
+    if not _is_regular(sidecar):
+        raise NotACard("not a regular file (a link, folder or special file)")
+    output, record = _output_of(sidecar)
+    if record is None:
+        record = _load(sidecar)
+    try:
+        created = _created(record)
+        relative = relative_to_outbox(outbox, output).as_posix()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise NotACard(f"not a usable sidecar ({type(exc).__name__}: {exc})") from None
+    return Card(Path(outbox), relative, record, created, _present(outbox, relative))
+
+
+def _newest_first(cards: list[Card]) -> list[Card]:
+    return sorted(cards, key=lambda card: (card.created, os.fsencode(card.relative)), reverse=True)
+
+
 def collect(outbox: Path) -> list[Card]:
-    """Every result under ``outbox`` with a readable sidecar, newest first."""
+    """Every result under ``outbox`` with a readable sidecar, newest first (reads every sidecar)."""
     cards = []
     for path in _sidecar_files(outbox):
         try:
-            record = load_record(path)
-            created = _created(record)
-        except (SidecarError, KeyError, ValueError) as exc:
-            log.debug("gallery: skipping %s: %s", path, exc)
-            continue
-        output = path.with_name(path.name[: -len(SUFFIX)])
-        cards.append(Card(output, record, created, thumbnail_paths(outbox, output)))
-    cards.sort(key=lambda card: (card.created, str(card.output)), reverse=True)
+            cards.append(card_from_sidecar(outbox, path))
+        except NotACard as skip:
+            if str(skip):
+                _warn_skip(path, skip)
+    return _newest_first(cards)
+
+
+# --- the index of cards: what the page shows, so a job need not read every sidecar ---------------
+
+
+def _cards_path(outbox: Path) -> Path:
+    return Path(outbox) / THUMBS_DIR / CARDS_NAME
+
+
+def _exact(fields: dict[str, Any], key: str) -> str | None:
+    """The text stored by :func:`~pipeline.sidecar.path_fields` under ``key``, exact (surrogate-escaped) when it can be."""
+    path = record_path(fields, key) if f"{key}_b64" in fields else fields.get(key)
+    return str(path) if isinstance(path, (str, Path)) and str(path) else None
+
+
+def _entry(card: Card) -> dict[str, Any]:
+    """A card as the index stores it: its result's path under the outbox (exact bytes kept) and what it shows."""
+    record = card.record
+    source = _exact(record, "input")
+    seconds = record.get("seconds")
+    entry: dict[str, Any] = {
+        **path_fields("output", card.relative),
+        "created": card.created.isoformat(),
+        "preset": readable(record.get("preset", "?")),
+        "seconds": seconds if isinstance(seconds, (int, float)) else None,
+        "thumbnails": sorted(card.present),
+    }
+    if source is not None:
+        entry.update(path_fields("input", os.path.basename(source)))  # the page shows the original's name only
+    return entry
+
+
+def _card_from_entry(entry: Any, outbox: Path) -> Card:
+    """A card from an index entry, which is untrusted too: its result must be a regular file in the outbox."""
+    if not isinstance(entry, dict):
+        raise NotACard("not an index entry")
+    relative = _exact(entry, "output")
+    parts = relative.split("/") if relative else []
+    if not parts or relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise NotACard(f"names {printable(relative)}, which is not in the outbox")
+    if not _is_regular(os.path.join(outbox, relative)):
+        raise NotACard("")  # deleted (or replaced by something that is not a result) since it was indexed
+    try:
+        created = _created(entry)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise NotACard(f"damaged index entry ({exc})") from None
+    thumbnails = entry.get("thumbnails")
+    present = {kind for kind in KINDS if isinstance(thumbnails, list) and kind in thumbnails}
+    record = {key: entry[key] for key in ("preset", "seconds", "input", "input_b64") if key in entry}
+    return Card(outbox, relative, record, created, present)
+
+
+def _read_cards(outbox: Path) -> list[Card] | None:
+    """The indexed cards whose results still exist; None when there is no usable index (rebuild instead)."""
+    outbox = Path(outbox)
+    path = _cards_path(outbox)
+    try:
+        data = json.loads(read_regular_file(path, CARDS_MAX_BYTES, follow_links=False))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
+        log.warning("gallery: index %s unusable (%s); rebuilding it from the sidecars", printable(path),
+                    printable(getattr(exc, "strerror", None) or exc))
+        return None
+    if not isinstance(data, dict) or data.get("format") != CARDS_FORMAT or not isinstance(data.get("cards"), list):
+        log.warning("gallery: index %s not in a known format; rebuilding it from the sidecars", printable(path))
+        return None
+    cards = []
+    for entry in data["cards"]:
+        try:
+            cards.append(_card_from_entry(entry, outbox))
+        except NotACard as skip:
+            if str(skip):
+                _warn_skip(path, skip)
     return cards
 
 
-def _href(target: Path, outbox: Path) -> str:
-    """A relative URL from the page to ``target``, percent-encoded and HTML-escaped."""
-    relative = Path(os.path.relpath(target, outbox)).as_posix()
-    return html.escape(quote(relative), quote=True)
+def _write_cards(outbox: Path, cards: list[Card]) -> None:
+    document = {"format": CARDS_FORMAT, "cards": [_entry(card) for card in cards]}
+    write_text_atomic(_cards_path(outbox), json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+@contextmanager
+def _locked(outbox: Path) -> Iterator[None]:
+    """Hold the gallery's lock: one writer of the index and page at a time (``process`` and the daemon)."""
+    folder = Path(outbox) / THUMBS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _href(relative: str) -> str:
+    """A URL from the page to ``relative`` (under the outbox): the name's exact bytes percent-encoded, HTML-escaped."""
+    return html.escape(quote(os.fsencode(relative)), quote=True)
 
 
 def _duration(seconds: float) -> str:
@@ -92,13 +287,12 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _figure(kind: str, card: Card, outbox: Path) -> str:
-    thumbnail = card.thumbnails[kind]
+def _figure(kind: str, card: Card, thumbnail: str) -> str:
     label = LABELS[kind]
-    if thumbnail.is_file():
-        image = f'<img src="{_href(thumbnail, outbox)}" alt="{label}" loading="lazy">'
+    if kind in card.present:
+        image = f'<img src="{_href(thumbnail)}" alt="{label}" loading="lazy">'
         if kind == "result":  # the result thumbnail opens the full result
-            box = f'<a class="thumb" href="{_href(card.output, outbox)}">{image}</a>'
+            box = f'<a class="thumb" href="{_href(card.relative)}">{image}</a>'
         else:
             box = f'<div class="thumb">{image}</div>'
     else:
@@ -106,21 +300,23 @@ def _figure(kind: str, card: Card, outbox: Path) -> str:
     return f"<figure>{box}<figcaption>{label}</figcaption></figure>"
 
 
-def _card(card: Card, outbox: Path) -> str:
+def _card(card: Card, limit: int) -> str:
     record = card.record
-    source_name = Path(str(record.get("input", ""))).name
+    source = _exact(record, "input")
+    source_name = printable(os.path.basename(source) if source else "")
     seconds = record.get("seconds")
-    meta = [f'<span class="preset">{html.escape(str(record.get("preset", "?")))}</span>']
+    meta = [f'<span class="preset">{html.escape(printable(record.get("preset", "?")))}</span>']
     if isinstance(seconds, (int, float)):
         meta.append(html.escape(_duration(float(seconds))))
     meta.append(f'<time datetime="{html.escape(card.created.isoformat())}">{_when(card.created)}</time>')
-    figures = "".join(_figure(kind, card, outbox) for kind in KINDS)
+    thumbnails = thumbnail_relatives(card.relative, limit)
+    figures = "".join(_figure(kind, card, thumbnails[kind]) for kind in KINDS)
     return (
         '<article class="card">'
         f'<div class="trio">{figures}</div>'
         '<div class="caption">'
         f'<div class="name" title="from {html.escape(source_name, quote=True)}">'
-        f"{html.escape(card.output.name)}</div>"
+        f"{html.escape(printable(os.path.basename(card.relative)))}</div>"
         f'<div class="meta">{" · ".join(meta)}</div>'
         "</div></article>"
     )
@@ -163,7 +359,8 @@ def render(cards: list[Card], outbox: Path, generated: datetime | None = None) -
     """The whole page for ``cards`` (already in display order)."""
     generated = generated or datetime.now(UTC)
     count = f"{len(cards)} result" + ("" if len(cards) == 1 else "s")
-    body = "\n".join(_card(card, outbox) for card in cards) or (
+    limit = name_max(Path(outbox))
+    body = "\n".join(_card(card, limit) for card in cards) or (
         '<p class="empty">No results yet: drop a photo into the inbox or run <code>photostyle process</code>.</p>'
     )
     return (
@@ -177,9 +374,41 @@ def render(cards: list[Card], outbox: Path, generated: datetime | None = None) -
     )
 
 
-def write_gallery(outbox: Path) -> tuple[Path, int]:
-    """Rebuild ``outbox/index.html`` from the sidecars, atomically; return its path and the number of cards."""
-    cards = collect(outbox)
+def _write_page(outbox: Path, cards: list[Card]) -> Path:
     target = Path(outbox) / INDEX_NAME
     write_text_atomic(target, render(cards, outbox))
-    return target, len(cards)
+    return target
+
+
+def write_gallery(outbox: Path, cards: list[Card] | None = None) -> tuple[Path, int]:
+    """Rebuild ``outbox/index.html`` and the index from the sidecars (or ``cards``, already collected).
+
+    Returns the page's path and the number of cards. Reads every sidecar: this is
+    ``photostyle gallery``; after a job, :func:`add_to_gallery` does far less.
+    """
+    with _locked(outbox):
+        cards = collect(outbox) if cards is None else cards
+        _write_cards(outbox, cards)
+        return _write_page(outbox, cards), len(cards)
+
+
+def add_to_gallery(outbox: Path, sidecar: Path) -> tuple[Path, int]:
+    """Add the result of ``sidecar`` (a sidecar photostyle just wrote under ``outbox``) to the page.
+
+    Reads only that sidecar and the index; rebuilds from every sidecar only when
+    there is no usable index yet. Returns the page's path and the number of cards.
+    """
+    with _locked(outbox):
+        cards = _read_cards(outbox)
+        if cards is None:
+            cards = collect(outbox)
+        else:
+            try:
+                card = card_from_sidecar(outbox, sidecar)
+            except NotACard as skip:
+                _warn_skip(sidecar, str(skip) or "its result is gone")
+            else:
+                cards = [old for old in cards if old.relative != card.relative] + [card]
+            cards = _newest_first(cards)
+        _write_cards(outbox, cards)
+        return _write_page(outbox, cards), len(cards)

@@ -3,6 +3,13 @@
 Under systemd, journald reads stderr; Python's stderr is line-buffered and the
 handler flushes every record, so lines arrive as they happen. Structured fields
 travel in ``extra={"fields": {...}}`` and render as ``key=value`` or JSON keys.
+
+Fields and messages carry file names, which come from the inbox and may hold
+newlines, terminal escape codes or bytes that are not UTF-8. One event is
+always one line: in text logs the message and traceback are made printable and
+every field value is quoted when it needs to be (:mod:`pipeline.textsafe`), so a
+name can neither start a fake line nor a fake ``key=value``; JSON logs are ASCII
+(``\\uXXXX`` escapes), which journald and any reader take as is.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import logging
 import sys
 import time
 from typing import Any
+
+from pipeline.textsafe import printable, quoted
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -23,17 +32,16 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``TIME LEVEL message key=value ...``"""
+    """``TIME LEVEL message key=value ... [traceback="..."]``, always on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), record.levelname.lower(), record.getMessage()]
-        for key, value in _fields(record).items():
-            text = str(value)
-            parts.append(f"{key}={json.dumps(text) if (' ' in text or not text) else text}")
-        line = " ".join(parts)
+        parts = [_timestamp(record), record.levelname.lower(), printable(record.getMessage())]
+        fields = _fields(record)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+            fields["traceback"] = self.formatException(record.exc_info)
+        for key, value in fields.items():
+            parts.append(f"{printable(key)}={quoted(value)}")
+        return " ".join(parts)
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,7 +52,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return json.dumps(entry, default=str, ensure_ascii=True)  # ASCII: a name's undecodable bytes become \udcXX
 
 
 def setup_logging(log_format: str = "text", level: int = logging.INFO) -> None:

@@ -6,6 +6,10 @@ them from the result's path alone, so neither the sidecar nor an index has to
 keep track of them. They are made when the job finishes (the gallery plugin),
 because by the time the gallery is rebuilt the original may have moved away
 (the daemon moves it to ``processed/``) and the style image may have been edited.
+
+Thumbnail names are fitted to the filesystem like every derived name
+(:func:`~pipeline.fileops.fit_name`); results photostyle writes leave room, so
+only a long name put into the outbox by hand gets a shortened one.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.fileops import write_bytes_atomic
+from pipeline.fileops import fit_name, name_max, write_bytes_atomic
 from pipeline.imageio import load_photo
 
 THUMBS_DIR = ".thumbs"  # hidden, so sync clients and the daemon's folder scans leave it alone
@@ -24,16 +28,42 @@ KINDS = ("original", "style", "result")
 QUALITY = 85
 
 
+def _resolved_folder(path: Path) -> Path:
+    """``path`` with its folder resolved but not its last part: a symlink stays the link, not its target."""
+    path = Path(path)
+    return path.parent.resolve() / path.name
+
+
 def is_inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` lies under ``folder`` (both resolved, so symlinked outboxes compare equal)."""
-    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    """Whether ``path`` itself lies under ``folder`` (folders resolved, so symlinked outboxes compare equal).
+
+    A symlink at ``path`` is judged by where it is, not where it points: callers
+    that read it must refuse links themselves.
+    """
+    return _resolved_folder(path).is_relative_to(Path(folder).resolve())
+
+
+def relative_to_outbox(outbox: Path, output: Path) -> Path:
+    """``output``'s path under ``outbox`` (folders resolved, the file itself not); ValueError if it is not under it."""
+    return _resolved_folder(output).relative_to(Path(outbox).resolve())
 
 
 def thumbnail_paths(outbox: Path, output: Path) -> dict[str, Path]:
-    """Where the thumbnails of ``output`` (a file under ``outbox``) live, by kind."""
-    relative = Path(output).resolve().relative_to(Path(outbox).resolve())
-    base = Path(outbox) / THUMBS_DIR / relative
-    return {kind: base.with_name(f"{base.name}.{kind}.jpg") for kind in KINDS}
+    """Where the thumbnails of ``output`` (a file under ``outbox``) live, by kind; ValueError if it is not under it."""
+    return thumbnails_of(outbox, relative_to_outbox(outbox, output))
+
+
+def thumbnails_of(outbox: Path, relative: Path | str) -> dict[str, Path]:
+    """The thumbnails of the result at ``relative`` (a path under ``outbox``, see :func:`relative_to_outbox`)."""
+    names = thumbnail_relatives(Path(relative).as_posix(), name_max(Path(outbox)))
+    return {kind: Path(outbox) / name for kind, name in names.items()}
+
+
+def thumbnail_relatives(relative: str, limit: int) -> dict[str, str]:
+    """``tiny/a.jpg`` -> ``{"original": ".thumbs/tiny/a.jpg.original.jpg", …}``: plain strings, for pages of many cards."""
+    folder, _, name = relative.rpartition("/")
+    base = f"{THUMBS_DIR}/{folder}/" if folder else f"{THUMBS_DIR}/"
+    return {kind: base + fit_name(name, f".{kind}.jpg", limit=limit) for kind in KINDS}
 
 
 def shrink(image: Image.Image, long_edge: int = LONG_EDGE) -> Image.Image:

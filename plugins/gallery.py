@@ -1,11 +1,13 @@
-"""Built-in ``job_finished``: thumbnails for the result, then a fresh ``outbox/index.html``.
+"""Built-in ``job_finished``: thumbnails for the result, then its card added to ``outbox/index.html``.
 
 Thumbnails are made now, while the original is still in memory (``ctx.original``;
 the daemon moves the file away afterwards) and the style image is the one that
 was used. Only results inside the configured outbox are shown: ``process -o DIR``
 and ``photostyle preview`` (which renders into a temp folder) leave the gallery
 alone. A gallery that cannot be written never fails the job: it is a view of the
-results, and the result itself is already saved.
+results, and the result itself is already saved. The page is updated from an
+index of cards (:func:`pipeline.gallery.add_to_gallery`), so a job reads its own
+sidecar only, however many results the outbox holds.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from PIL import Image
 
 from pipeline.context import JobContext, JobResult
 from pipeline.errors import PhotostyleError
-from pipeline.gallery import write_gallery
+from pipeline.gallery import add_to_gallery
 from pipeline.hookspecs import hookimpl
 from pipeline.imageio import load_photo
+from pipeline.textsafe import printable
 from pipeline.thumbnails import is_inside, thumbnail_paths, write_thumbnail
 
 
@@ -40,8 +43,8 @@ def write_job_thumbnails(ctx: JobContext, result: JobResult) -> None:
             image = source()
             if image is not None:
                 write_thumbnail(image, targets[kind])
-        except (OSError, PhotostyleError) as exc:
-            ctx.log.warning("%s: %s thumbnail not written: %s", result.output, kind, exc)
+        except (OSError, ValueError, PhotostyleError) as exc:
+            ctx.log.warning("%s: %s thumbnail not written: %s", printable(result.output), kind, printable(exc))
 
 
 @hookimpl
@@ -49,8 +52,9 @@ def job_finished(ctx: JobContext, result: JobResult) -> None:
     outbox = ctx.config.outbox
     if result.sidecar is None or not is_inside(result.output, outbox):
         return  # the gallery lists results with a sidecar in the outbox only
-    write_job_thumbnails(ctx, result)
     try:
-        write_gallery(outbox)
-    except OSError as exc:
-        ctx.log.warning("%s: gallery not updated: %s", outbox, exc.strerror or exc)
+        write_job_thumbnails(ctx, result)
+        add_to_gallery(outbox, result.sidecar)
+    except (OSError, ValueError, PhotostyleError) as exc:  # ValueError: a name or index nothing could use
+        reason = getattr(exc, "strerror", None) or exc
+        ctx.log.warning("%s: gallery not updated: %s", printable(outbox), printable(reason))

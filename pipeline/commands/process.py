@@ -13,13 +13,19 @@ from tqdm import tqdm
 from pipeline.app import App
 from pipeline.errors import ConfigError, PhotostyleError
 from pipeline.job import JobRequest
+from pipeline.textsafe import printable
 from pipeline.worker import Worker
 
 
 def one_line(path: Path, error: BaseException) -> str:
-    """``PATH: reason`` on a single line, whatever the error's own text looks like."""
-    message = " ".join(str(error).split())
-    return message if message.startswith(str(path)) else f"{path}: {message}"
+    """``PATH: reason`` on a single line, whatever the error's own text or the photo's name look like.
+
+    Names may hold newlines, escape codes or undecodable bytes: all are shown as
+    escapes (:func:`pipeline.textsafe.printable`), so the line prints anywhere.
+    """
+    message = " ".join(printable(error).split())
+    name = printable(path)
+    return message if message.startswith(name) else f"{name}: {message}"
 
 
 @contextmanager
@@ -50,7 +56,7 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
     failures = 0
     for photo in photos:
         try:
-            with progress_bar(photo.name) as progress:
+            with progress_bar(printable(photo.name)) as progress:
                 result = worker.run(JobRequest(source=photo, preset=preset, output_dir=output_dir), progress=progress)
         except PhotostyleError as exc:
             failures += 1
@@ -62,5 +68,5 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
         if as_json:
             print(json.dumps(result.as_json()), flush=True)
         else:
-            print(f"{photo} -> {result.output} ({result.seconds:.1f} s)", flush=True)
+            print(printable(f"{photo} -> {result.output} ({result.seconds:.1f} s)"), flush=True)
     return 1 if failures else 0

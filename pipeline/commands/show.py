@@ -1,14 +1,20 @@
-"""``photostyle show OUTPUT``: how a result was made, from its sidecar."""
+"""``photostyle show OUTPUT``: how a result was made, from its sidecar.
+
+A sidecar sits in a synced outbox others can write, and names the photo it came
+from: every value is printed through :func:`~pipeline.textsafe.printable` (or, with
+``--json``, :func:`~pipeline.textsafe.safe_json`), so no name or setting can put
+escape codes on the terminal or break a line.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.sidecar import read_sidecar
+from pipeline.sidecar import read_sidecar, record_path
+from pipeline.textsafe import printable, safe_json
 
 
 def _number(value: Any) -> str:
@@ -55,8 +61,8 @@ def summary(record: dict[str, Any]) -> str:
     """A few aligned lines a person reads; ``--json`` gives the whole record."""
     report = record.get("report") or {}
     rows: list[tuple[str, str]] = [
-        ("output", str(record.get("output"))),
-        ("input", str(record.get("input"))),
+        ("output", str(record_path(record, "output"))),  # the exact name: undecodable bytes show as \xNN
+        ("input", str(record_path(record, "input"))),
         ("preset", str(record.get("preset"))),
         ("made", f"{_when(record.get('created'))} by photostyle {record.get('photostyle')}"),
         ("job", str(record.get("job_id"))),
@@ -77,13 +83,13 @@ def summary(record: dict[str, Any]) -> str:
     if isinstance(report.get("loss"), dict):
         rows.append(("loss", _loss_line(report["loss"])))
     width = max(len(label) for label, _ in rows)
-    lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
+    lines = [f"{label.ljust(width)}  {printable(value)}" for label, value in rows]
     lines.append("settings")
-    lines += [f"  {key}: {_number(value)}" for key, value in _flatten(record.get("settings") or {})]
+    lines += [f"  {printable(key)}: {printable(_number(value))}" for key, value in _flatten(record.get("settings") or {})]
     return "\n".join(lines)
 
 
 def show(output: Path, as_json: bool) -> str:
     """The sidecar of ``output``, summarised or raw; SidecarError (one line, exit 1) when it has none."""
     record = read_sidecar(output)
-    return json.dumps(record, indent=2, ensure_ascii=False) if as_json else summary(record)
+    return safe_json(record, indent=2) if as_json else summary(record)

@@ -61,15 +61,18 @@ def status_report(config: Any) -> dict[str, Any]:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"daemon: {report['daemon']}" + (f" (pid {report['pid']})" if report["daemon"] == "running" else "")]
+    """The report as lines for a terminal; names and errors come from the inbox, so each is made printable."""
+    from pipeline.textsafe import printable as p  # imported here: the rest of this module is edited elsewhere
+
+    lines = [f"daemon: {p(report['daemon'])}" + (f" (pid {p(report['pid'])})" if report["daemon"] == "running" else "")]
     if report["daemon"] == "running":
-        lines.append(f"queue: {report['queued']} waiting, {report['waiting_retry']} waiting to retry, "
-                     f"{report['settling']} still being written")
+        lines.append(f"queue: {p(report['queued'])} waiting, {p(report['waiting_retry'])} waiting to retry, "
+                     f"{p(report['settling'])} still being written")
         job = report.get("running")
         if job:
             percent = f" ({100 * job['done'] // job['total']}%)" if job["total"] else ""
-            lines.append(f"running: {job['file']} [{job['preset']}] {job['done']}/{job['total']}{percent} "
-                         f"{job['message']}, {time.time() - job['started']:.0f} s")
+            lines.append(f"running: {p(job['file'])} [{p(job['preset'])}] {job['done']}/{job['total']}{percent} "
+                         f"{p(job['message'])}, {time.time() - job['started']:.0f} s")
         else:
             lines.append("running: nothing")
     if report.get("ledger_error"):
@@ -81,7 +84,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append("last errors:")
         for error in report["last_errors"]:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(error["when"]))
-            lines.append(f"  {when} {error['file']} [{error['preset']}]: {error['error']}")
+            lines.append(f"  {when} {p(error['file'])} [{p(error['preset'])}]: {p(error['error'])}")
     return "\n".join(lines)
 
 

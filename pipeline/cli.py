@@ -165,7 +165,7 @@ def _quiet_closed_stdout() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)  # --help prints too
+        args = build_parser().parse_args(argv)
         _setup_logging()
         code = _main(args)
         sys.stdout.flush()  # inside the try: a closed pipe shows up here for short output

@@ -32,6 +32,9 @@ from pipeline.weights import TORCHVISION_FILE
 
 UNIT_NAME = "photostyle.service"
 HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))
+#: Characters systemd refuses in ``ExecStart=``'s executable ("contains special characters"), however quoted.
+UNSAFE_EXECUTABLE = "\"'\\"
+ENV = "/usr/bin/env"
 #: Hidden from the service by ``PrivateTmp=yes`` (it gets fresh, empty ones).
 PRIVATE_TMP_ROOTS = (Path("/tmp"), Path("/var/tmp"))
 
@@ -154,9 +157,11 @@ def render_unit(config: Any, config_path: Path, *, user: bool, account: ServiceA
     python = python or Path(sys.executable).absolute()  # not resolved: a venv's python must stay the venv's
     writable = writable_folders(config, account.torch_home)
     protect_home = protect_home_value(writable + read_paths(config, config_path))
-    exec_start = " ".join([word(str(python), "the Python executable")]
-                          + [word(arg, "the config file", variables=True)
-                             for arg in ("-m", "pipeline", "watch", "-c", str(config_path))])
+    argv = [str(python), "-m", "pipeline", "watch", "-c", str(config_path)]
+    if any(char in argv[0] for char in UNSAFE_EXECUTABLE):
+        argv.insert(0, ENV)  # systemd refuses such an executable path, but not such an argument
+    exec_start = " ".join([word(argv[0], "the Python executable")]
+                          + [word(arg, "a path", variables=True) for arg in argv[1:]])
     readme = Path(__file__).resolve().parent.parent / "README.md"
     lines = [
         "[Unit]",

@@ -20,7 +20,7 @@ from pipeline.config import resolve_config_path
 from pipeline.daemon import LEDGER_FILE, STATUS_FILE
 from pipeline.errors import ConfigError, PhotostyleError
 from pipeline.ledger import Ledger
-from pipeline.yamlsource import YamlSyntaxError, read_yaml
+from pipeline.yamlsource import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _raw_state(config_path: Path) -> Path:
     """The ``state:`` key of a config that failed validation, read as plain YAML (default ``state``)."""
     try:
         data = read_yaml(config_path).data
-    except (YamlSyntaxError, OSError, UnicodeDecodeError):
+    except Exception:  # whatever is wrong with it, the default folder is the best remaining guess
         data = None
     value = data.get("state") if isinstance(data, dict) else None
     return resolve_config_path(Path(value if isinstance(value, str) and value else "state"), config_path.parent)

@@ -219,8 +219,8 @@ def _weights_notes(config: Any, account: ServiceAccount) -> list[str]:
                 f"run `photostyle weights import FILE` as {account.name} first"
                 + (" (without sudo)" if account.uid != os.geteuid() else "")]
     info = cached.stat()
-    readable = info.st_uid == account.uid or info.st_mode & 0o004 or (info.st_gid == account.gid and info.st_mode & 0o040)
-    if not readable:
+    bit = 0o400 if info.st_uid == account.uid else 0o040 if info.st_gid == account.gid else 0o004
+    if not info.st_mode & bit:
         return [f"{cached} is not readable by {account.name}, whom the service runs as: `chmod 644 {cached}`"]
     return []
 

@@ -1,13 +1,15 @@
 """The ``photostyle`` command line: argument parsing and error-to-exit-code mapping, nothing else.
 
 Exit status: 0 success; 1 some photo failed; 2 invalid config, plugin or usage;
-3 weights unavailable; 130 interrupted.
+3 weights unavailable; 130 interrupted; 141 stdout closed early (``photostyle presets | head``),
+the status ``cat`` and friends end with when SIGPIPE stops them.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
     status = commands.add_parser("status", parents=[common], help="the daemon's queue, running job and recent errors")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("--state", type=Path, metavar="DIR",
+                        help="the daemon's state folder (default: the config's; works with a broken config)")
     service = commands.add_parser("service", help="run photostyle as a systemd service")
     service_commands = service.add_subparsers(dest="service_command", required=True, metavar="ACTION")
     service_install = service_commands.add_parser("install", parents=[common], help="write a systemd unit")
@@ -66,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "import", parents=[common], help="validate a VGG19 state dict and cache it for offline use"
     )
     weights_import.add_argument("file", type=Path, metavar="FILE")
-    weights_commands.add_parser("status", parents=[common], help="show which VGG19 weights are cached")
+    weights_commands.add_parser(
+        "status", parents=[common], help="show the VGG19 weights the config uses; exit 3 when they are not usable"
+    )
     return parser
 
 
@@ -74,6 +80,15 @@ def _setup_logging() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s: %(message)s")
     for name in ("PIL",):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _configured_weights(config: Path | None) -> str:
+    """``model.weights`` of the config; ``torchvision`` when no config was given and none is found."""
+    from pipeline.app import default_config_path, load_app
+
+    if config is None and not default_config_path().is_file():
+        return "torchvision"
+    return load_app(config).config.model.weights
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -89,8 +104,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.weights_command == "import":
             target = weights.import_weights(args.file)
             print(f"imported {args.file} -> {target}")
-        print(weights.weights_status().describe())
-        return 0
+            print(weights.weights_status().describe())
+            return 0
+        report = weights.weights_status(_configured_weights(args.config))
+        print(report.describe())
+        return 0 if report.usable else 3
     if args.command == "show":
         from pipeline.commands.show import show
 
@@ -102,12 +120,13 @@ def _run(args: argparse.Namespace) -> int:
 
         setup_logging(args.log_format)
         return watch(args.config)
-    app = load_app(args.config)
     if args.command == "status":
-        from pipeline.commands.status import status
+        from pipeline.commands.status import state_folder, status
 
-        print(status(app.config, args.json))
-    elif args.command == "service":
+        print(status(state_folder(args.config, args.state), args.json))
+        return 0
+    app = load_app(args.config)
+    if args.command == "service":
         from pipeline.commands.service import service_install
 
         print(service_install(app, user=args.user, dry_run=args.dry_run))
@@ -132,9 +151,30 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_closed_stdout() -> int:
+    """The reader of our stdout went away (``| head``): stop quietly, as SIGPIPE would stop ``cat``.
+
+    Python ignores SIGPIPE, so the write raised instead; stdout is pointed at
+    /dev/null so the flush at exit cannot raise a second time.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging()
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging()
+        code = _main(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here for short output
+        return code
+    except BrokenPipeError:
+        return _quiet_closed_stdout()
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except ConfigError as exc:

@@ -5,57 +5,168 @@ system read-only, so every folder photostyle writes (inbox, outbox, processed,
 failed, state, the weights cache) is listed in ``ReadWritePaths=``.
 ``ProtectHome`` is ``yes`` only when nothing photostyle needs lives under a home
 folder, else ``read-only`` (listed paths stay writable). ``PrivateDevices`` is
-deliberately absent: it would hide the GPU.
+deliberately absent: it would hide the GPU. Every value goes through
+:mod:`pipeline.unit_syntax`, so any path (spaces, ``%``, quotes) reads back intact.
+
+A system-wide unit written under ``sudo`` runs as the person who called sudo
+(``User=$SUDO_USER``), so it must use *their* weights cache, not root's: see
+:func:`service_account`.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import pwd
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.fileops import write_text_atomic
+from pipeline.unit_syntax import single_path, specifiers, word
+from pipeline.weights import TORCHVISION_FILE
 
 UNIT_NAME = "photostyle.service"
 HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))
+#: Characters systemd refuses in ``ExecStart=``'s executable ("contains special characters"), however quoted.
+UNSAFE_EXECUTABLE = "\"'\\"
+ENV = "/usr/bin/env"
+#: Hidden from the service by ``PrivateTmp=yes`` (it gets fresh, empty ones).
+PRIVATE_TMP_ROOTS = (Path("/tmp"), Path("/var/tmp"))
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    """Who the service runs as, and which torch cache (``TORCH_HOME``) it uses, with why."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    torch_home: Path
+    torch_home_reason: str
 
 
 @dataclass(frozen=True)
 class UnitPlan:
-    """Where the unit goes, the folders it needs, and what to run afterwards."""
+    """Where the unit goes, the folders it needs, what to run afterwards, and what to tell the user."""
 
     path: Path
     text: str
     commands: list[str]
     folders: list[Path]
+    account: ServiceAccount
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return root == path or root in path.parents
+
+
+def _both(path: Path) -> list[Path]:
+    """The path as written and as resolved: a symlink into /tmp or /home is hidden all the same."""
+    path = path.absolute()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return [path]
+    return [path] if resolved == path else [path, resolved]
 
 
 def _under_home(path: Path) -> bool:
-    return any(root == path or root in path.parents for root in HOME_ROOTS)
+    return any(_inside(p, root) for p in _both(path) for root in HOME_ROOTS)
 
 
-def writable_folders(config: Any) -> list[Path]:
+def service_account(*, user: bool) -> ServiceAccount:
+    """The account the unit runs as and its torch cache.
+
+    A user unit, or a system unit written by root itself, runs as the current
+    account with this session's cache. A system unit written under sudo runs as
+    ``$SUDO_USER``; sudo replaced their environment with root's, so their cache is
+    ``<their home from pwd>/.cache/torch`` (torch's default), unless ``$TORCH_HOME``
+    is set and lies inside their home, which means sudo kept their own value.
+    (Their ``$XDG_CACHE_HOME`` cannot be known from here.)
+    """
+    sudo_user = os.environ.get("SUDO_USER")
+    if user or os.geteuid() != 0 or not sudo_user or sudo_user == "root":
+        entry = pwd.getpwuid(os.geteuid())
+        return ServiceAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir),
+                              Path(torch.hub.get_dir()).parent, "this session's torch cache")
+    entry = pwd.getpwnam(sudo_user)
+    home = Path(entry.pw_dir)
+    kept = os.environ.get("TORCH_HOME")
+    if kept and _inside(Path(kept).expanduser().absolute(), home):
+        torch_home, reason = Path(kept).expanduser().absolute(), f"$TORCH_HOME, kept by sudo, inside {sudo_user}'s home"
+    else:
+        torch_home = home / ".cache" / "torch"
+        reason = (f"torch's default cache of {sudo_user}, who ran sudo and whom the service runs as"
+                  + (f"; root's $TORCH_HOME ({kept}) is not used" if kept else ""))
+    return ServiceAccount(sudo_user, entry.pw_uid, entry.pw_gid, home, torch_home, reason)
+
+
+def writable_folders(config: Any, torch_home: Path) -> list[Path]:
     """Every folder the daemon writes: these must exist and be listed in ReadWritePaths=."""
-    return [config.inbox, config.outbox, config.processed, config.failed, config.state, Path(torch.hub.get_dir())]
+    return [config.inbox, config.outbox, config.processed, config.failed, config.state, torch_home / "hub"]
 
 
-def render_unit(config: Any, config_path: Path, *, user: bool, watchdog_seconds: int = 120) -> str:
-    """The unit file's text for this config, Python and venv."""
-    python = Path(sys.executable).absolute()  # not resolved: a venv's python must stay the venv's
-    writable = writable_folders(config)
-    needed = writable + [python, config_path, Path(__file__).resolve().parent.parent]
-    protect_home = "read-only" if any(_under_home(p) for p in needed) else "yes"
-    exec_start = shlex.join([str(python), "-m", "pipeline", "watch", "-c", str(config_path)])
+def read_paths(config: Any, config_path: Path) -> list[Path]:
+    """What the daemon reads besides the folders it writes: it must see these too."""
+    paths = [Path(sys.executable).absolute(), config_path, Path(__file__).resolve().parent.parent, config.styles]
+    paths += [ref.image for preset in config.presets.values() for ref in preset.style_images]
+    paths += list(config.plugins.paths)
+    if config.model.weights not in ("torchvision", "random"):
+        paths.append(Path(config.model.weights))
+    return paths
+
+
+def sandbox_warnings(paths: list[Path], protect_home: str, project: Path | None = None) -> list[str]:
+    """Paths the unit's sandbox would hide from the daemon (PrivateTmp=yes, ProtectHome=), one line per cause.
+
+    Paths inside ``project`` (the config's folder) are named once, as the project.
+    """
+    hidden: dict[str, list[Path]] = {}
+    for path in dict.fromkeys(paths):
+        if project is not None and _inside(path.absolute(), project):
+            path = project
+        if any(_inside(p, root) for p in _both(path) for root in PRIVATE_TMP_ROOTS):
+            cause = "is under /tmp or /var/tmp, which the unit's PrivateTmp=yes hides from the service"
+        elif protect_home in ("yes", "tmpfs") and _under_home(path):
+            cause = f"is under a home folder, which the unit's ProtectHome={protect_home} hides from the service"
+        else:
+            continue
+        if path not in hidden.setdefault(cause, []):
+            hidden[cause].append(path)
+    return [f"{', '.join(map(str, found))} {cause}: move {'it' if len(found) == 1 else 'them'} elsewhere "
+            "(e.g. /srv or your home folder)" for cause, found in hidden.items()]
+
+
+def protect_home_value(needed: list[Path]) -> str:
+    """``yes`` hides every home folder; ``read-only`` when the daemon needs anything under one."""
+    return "read-only" if any(_under_home(p) for p in needed) else "yes"
+
+
+def render_unit(config: Any, config_path: Path, *, user: bool, account: ServiceAccount | None = None,
+                python: Path | None = None, watchdog_seconds: int = 120) -> str:
+    """The unit file's text for this config, Python and venv; every value escaped for systemd."""
+    account = account or service_account(user=user)
+    python = python or Path(sys.executable).absolute()  # not resolved: a venv's python must stay the venv's
+    writable = writable_folders(config, account.torch_home)
+    protect_home = protect_home_value(writable + read_paths(config, config_path))
+    argv = [str(python), "-m", "pipeline", "watch", "-c", str(config_path)]
+    if any(char in argv[0] for char in UNSAFE_EXECUTABLE):
+        argv.insert(0, ENV)  # systemd refuses such an executable path, but not such an argument
+    exec_start = " ".join([word(argv[0], "the Python executable")]
+                          + [word(arg, "a path", variables=True) for arg in argv[1:]])
+    readme = Path(__file__).resolve().parent.parent / "README.md"
     lines = [
         "[Unit]",
         "Description=photostyle: turns photos dropped into a folder into artwork",
-        "Documentation=file://" + str(Path(__file__).resolve().parent.parent / "README.md"),
+        "Documentation=" + specifiers(readme.as_uri()),
         "After=network-online.target local-fs.target",
         "Wants=network-online.target",
         "",
@@ -64,9 +175,9 @@ def render_unit(config: Any, config_path: Path, *, user: bool, watchdog_seconds:
         "NotifyAccess=main",
         f"ExecStart={exec_start}",
         "ExecReload=/bin/kill -HUP $MAINPID",
-        f"WorkingDirectory={config_path.parent}",
+        "WorkingDirectory=" + single_path(str(config_path.parent), "the config's folder"),
         "Environment=PYTHONUNBUFFERED=1",
-        f"Environment=TORCH_HOME={Path(torch.hub.get_dir()).parent}",
+        "Environment=" + word(f"TORCH_HOME={account.torch_home}", "the torch cache"),
         "Restart=on-failure",
         "RestartSec=10",
         f"WatchdogSec={watchdog_seconds}",
@@ -75,8 +186,7 @@ def render_unit(config: Any, config_path: Path, *, user: bool, watchdog_seconds:
         "TimeoutStartSec=600",
     ]
     if not user:
-        account = os.environ.get("SUDO_USER") or getpass.getuser()
-        lines.append(f"User={account}")
+        lines.append("User=" + word(account.name, "the user name"))
     lines += [
         "# Hardening (systemd.exec(5)). The GPU stays visible: no PrivateDevices=.",
         "# For NVIDIA with DevicePolicy=closed, allow: /dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm (rw).",
@@ -85,7 +195,7 @@ def render_unit(config: Any, config_path: Path, *, user: bool, watchdog_seconds:
         "ProtectSystem=strict",
         f"ProtectHome={protect_home}",
         # "-": a missing path does not stop the unit (install creates them all beforehand).
-        "ReadWritePaths=" + " ".join("-" + shlex.quote(str(p)) for p in dict.fromkeys(writable)),
+        "ReadWritePaths=" + " ".join(word("-" + str(p), "a folder") for p in dict.fromkeys(writable)),
         "ProtectKernelTunables=yes",
         "ProtectKernelModules=yes",
         "ProtectControlGroups=yes",
@@ -99,8 +209,25 @@ def render_unit(config: Any, config_path: Path, *, user: bool, watchdog_seconds:
     return "\n".join(lines)
 
 
+def _weights_notes(config: Any, account: ServiceAccount) -> list[str]:
+    """Whether the service account will find ImageNet weights in its cache."""
+    if config.model.weights != "torchvision":
+        return []
+    cached = account.torch_home / "hub" / "checkpoints" / TORCHVISION_FILE
+    if not cached.is_file():
+        return [f"no VGG19 weights in {cached}: the service downloads them (548 MB) at its first start; offline, "
+                f"run `photostyle weights import FILE` as {account.name} first"
+                + (" (without sudo)" if account.uid != os.geteuid() else "")]
+    info = cached.stat()
+    bit = 0o400 if info.st_uid == account.uid else 0o040 if info.st_gid == account.gid else 0o004
+    if not info.st_mode & bit:
+        return [f"{cached} is not readable by {account.name}, whom the service runs as: `chmod 644 {cached}`"]
+    return []
+
+
 def plan_install(config: Any, config_path: Path, *, user: bool) -> UnitPlan:
-    """The unit's path, text and the commands that enable it."""
+    """The unit's path, text, the commands that enable it, and what the user should know."""
+    account = service_account(user=user)
     if user:
         folder = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
         ctl = "systemctl --user"
@@ -111,13 +238,32 @@ def plan_install(config: Any, config_path: Path, *, user: bool) -> UnitPlan:
         folder = Path("/etc/systemd/system")
         commands = ["sudo systemctl daemon-reload", f"sudo systemctl enable --now {UNIT_NAME}",
                     f"journalctl -u {UNIT_NAME} -f   # follow its log"]
-    commands.append(f"{sys.executable} -m pipeline status -c {config_path}   # queue and progress")
-    text = render_unit(config, config_path, user=user)
-    return UnitPlan(folder / UNIT_NAME, text, commands, writable_folders(config))
+    commands.append(f"{shlex.quote(sys.executable)} -m pipeline status -c {shlex.quote(str(config_path))}"
+                    "   # queue and progress")
+    text = render_unit(config, config_path, user=user, account=account)
+    writable = writable_folders(config, account.torch_home)
+    needed = writable + read_paths(config, config_path)
+    notes = [f"runs as {account.name}; TORCH_HOME={account.torch_home} ({account.torch_home_reason})"]
+    warnings = sandbox_warnings(needed, protect_home_value(needed), config_path.parent)
+    warnings += _weights_notes(config, account)
+    return UnitPlan(folder / UNIT_NAME, text, commands, writable, account, notes, warnings)
+
+
+def _make_folder(folder: Path, account: ServiceAccount) -> None:
+    """mkdir -p, handing every folder it creates to the service's account (root creates them under sudo)."""
+    missing = []
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    folder.mkdir(parents=True, exist_ok=True)
+    if account.uid != os.geteuid():
+        for created in missing:
+            os.chown(created, account.uid, account.gid)
 
 
 def install(plan: UnitPlan) -> None:
     """Create the folders the sandbox must find, then write the unit file (atomically)."""
     for folder in plan.folders:
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(folder, plan.account)
     write_text_atomic(plan.path, plan.text)

@@ -132,6 +132,8 @@ def import_weights(source: Path) -> Path:
     os.close(fd)
     try:
         torch.save(keep, tmp_name)
+        # mkstemp makes 0600; a system service running as another account must still read it.
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, target)
     finally:
         if os.path.exists(tmp_name):
@@ -149,31 +151,59 @@ def weights_identity(weights: str) -> str:
     return f"sha256:{stable_file_hash(path)[:16]}"
 
 
+#: What ``weights status`` suggests: unlike HOW_TO_FIX, it does not send the user back to ``weights status``.
+STATUS_HOW_TO_FIX = (
+    "run `photostyle weights import FILE` with a torchvision VGG19 state dict (.pth or .safetensors), "
+    "or let the first run download them (548 MB)"
+)
+
+
 @dataclass
 class WeightsStatus:
-    """What ``photostyle weights status`` reports."""
+    """What ``photostyle weights status`` reports; ``usable`` decides its exit status (3 when not)."""
 
-    path: Path
+    weights: str
+    path: Path | None
     present: bool
     size_bytes: int = 0
     sha256: str = ""
+    problem: str = ""
 
     @property
     def official(self) -> bool:
         return self.sha256.startswith(OFFICIAL_SHA256_PREFIX)
 
+    @property
+    def usable(self) -> bool:
+        return self.weights == "random" or (self.present and not self.problem)
+
     def describe(self) -> str:
+        if self.weights == "random":
+            return "model.weights is 'random': seeded random weights (for tests only), nothing to cache"
+        label = "torchvision VGG19 weights" if self.weights == "torchvision" else "VGG19 weights (model.weights)"
         if not self.present:
-            return f"torchvision VGG19 weights: not cached (expected at {self.path}); {HOW_TO_FIX}"
+            if self.weights == "torchvision":
+                return f"{label}: not cached (expected at {self.path}); {STATUS_HOW_TO_FIX}"
+            return f"{label}: {self.path}: file not found; set model.weights to a VGG19 state dict"
+        if self.problem:
+            return f"{label}: {self.path}: unusable: {self.problem}; {STATUS_HOW_TO_FIX}"
         kind = "ImageNet VGG19 (torchvision's file)" if self.official else "imported VGG19 state dict (not ImageNet's)"
         return (
-            f"torchvision VGG19 weights: {self.path}\n  {self.size_bytes / 1e6:.1f} MB, sha256 {self.sha256[:16]}…, {kind}"
+            f"{label}: {self.path}\n  {self.size_bytes / 1e6:.1f} MB, sha256 {self.sha256[:16]}…, {kind}"
         )
 
 
-def weights_status() -> WeightsStatus:
-    """Describe the cached torchvision weights."""
-    path = cache_path()
+def weights_status(weights: str = "torchvision") -> WeightsStatus:
+    """Describe the weights ``model.weights`` names: present, and (unless they are ImageNet's file) loadable."""
+    if weights == "random":
+        return WeightsStatus(weights, None, present=False)
+    path = cache_path() if weights == "torchvision" else Path(weights)
     if not path.is_file():
-        return WeightsStatus(path=path, present=False)
-    return WeightsStatus(path=path, present=True, size_bytes=path.stat().st_size, sha256=stable_file_hash(path))
+        return WeightsStatus(weights, path, present=False)
+    status = WeightsStatus(weights, path, present=True, size_bytes=path.stat().st_size, sha256=stable_file_hash(path))
+    if not status.official:  # the official file is known by its hash; anything else must load as VGG19
+        try:
+            features_state_dict(_read_state_dict(path), str(path))
+        except WeightsError as exc:
+            status.problem = str(exc).replace(f"; {HOW_TO_FIX}", "").removeprefix(f"{path}: ")
+    return status

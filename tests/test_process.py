@@ -116,7 +116,7 @@ def test_weights_import_makes_torchvision_weights_work_offline(photo: Path, make
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, source)
     env = _offline_env(tmp_path)
     status = run_cli("weights", "status", env=env)
-    assert status.returncode == 0 and "not cached" in status.stdout
+    assert status.returncode == 3 and "not cached" in status.stdout
     imported = run_cli("weights", "import", source, env=env)
     assert imported.returncode == 0, imported.stderr
     assert "imported VGG19 state dict" in imported.stdout

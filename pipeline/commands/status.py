@@ -1,19 +1,28 @@
 """``photostyle status``: what the daemon is doing, read from its ledger and status file.
 
 Works while the daemon runs (the ledger is SQLite in WAL mode; the status file is
-replaced atomically every second) and after it stopped.
+replaced atomically every second) and after it stopped. It needs only the state
+folder, so it also works while ``config.yaml`` is broken: exactly when someone
+editing it wants to see that the daemon still runs on the old config.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.app import default_config_path, load_app
+from pipeline.config import resolve_config_path
 from pipeline.daemon import LEDGER_FILE, STATUS_FILE
+from pipeline.errors import ConfigError, PhotostyleError
 from pipeline.ledger import Ledger, LedgerError
+from pipeline.yamlsource import read_yaml
+
+log = logging.getLogger(__name__)
 
 
 def _alive(pid: int) -> bool:
@@ -33,14 +42,52 @@ def _read_status(state: Path) -> dict[str, Any] | None:
         return None
 
 
-def status_report(config: Any) -> dict[str, Any]:
+def _has_state(folder: Path) -> bool:
+    return (folder / STATUS_FILE).is_file() or (folder / LEDGER_FILE).is_file()
+
+
+def _raw_state(config_path: Path) -> Path:
+    """The ``state:`` key of a config that failed validation, read as plain YAML (default ``state``)."""
+    try:
+        data = read_yaml(config_path).data
+    except Exception:  # whatever is wrong with it, the default folder is the best remaining guess
+        data = None
+    value = data.get("state") if isinstance(data, dict) else None
+    return resolve_config_path(Path(value if isinstance(value, str) and value else "state"), config_path.parent)
+
+
+def state_folder(config_path: Path | None, state: Path | None = None) -> Path:
+    """The daemon's state folder: ``--state``, else the config's, else (config invalid) its raw ``state:`` key.
+
+    The fallback is taken only when that folder holds a daemon's status file or
+    ledger; otherwise the config's own errors are the answer.
+    """
+    if state is not None:
+        folder = state.expanduser().absolute()
+        if not folder.is_dir():
+            raise ConfigError([f"{folder}: state folder not found"])
+        return folder
+    try:
+        return load_app(config_path).config.state
+    except PhotostyleError as exc:  # ConfigError, PluginError: the config, not the state, is broken
+        path = Path(config_path or default_config_path()).expanduser().absolute()
+        folder = _raw_state(path) if path.is_file() else None
+        if folder is None or not _has_state(folder):
+            raise
+        problems = len(exc.problems) if isinstance(exc, ConfigError) else 1
+        log.warning("%s is invalid (%d problem%s; `photostyle check` lists them); status read from %s",
+                    path, problems, "" if problems == 1 else "s", folder)
+        return folder
+
+
+def status_report(state: Path) -> dict[str, Any]:
     """Everything ``photostyle status`` shows, as data (``--json`` prints it as is)."""
-    live = _read_status(config.state)
+    live = _read_status(state)
     running = bool(live) and not live.get("stopped") and _alive(int(live.get("pid", 0)))
     report: dict[str, Any] = {"daemon": "running" if running else "not running", "pid": live.get("pid") if live else None}
     if live and running:
         report.update({key: live[key] for key in ("queued", "waiting_retry", "settling", "running")})
-    ledger_path = config.state / LEDGER_FILE
+    ledger_path = state / LEDGER_FILE
     report["counts"], report["last_errors"] = {}, []
     if ledger_path.exists():
         try:
@@ -88,6 +135,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def status(config: Any, as_json: bool) -> str:
-    report = status_report(config)
+def status(state: Path, as_json: bool) -> str:
+    report = status_report(state)
     return json.dumps(report, indent=2) if as_json else render(report)

@@ -1,0 +1,240 @@
+"""The systemd unit and the service's weights: any path reads back intact, sudo installs use the caller's cache.
+
+``systemd-analyze verify`` is the judge of the unit's syntax: it warns about a split
+``Environment=`` assignment and fails when ``ExecStart=``'s executable does not
+exist, which is what a ``%`` expanded as a specifier or a path split at a space
+produces. The units are rendered with a real executable (a symlink to this Python
+placed in a folder with the hostile name) so that check means something.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_config
+from pipeline.app import load_app
+from pipeline.cli import main
+from pipeline.nst.layers import init_like_torchvision, vgg19_features
+from pipeline.service import ServiceAccount, install, plan_install, render_unit, sandbox_warnings
+from pipeline.weights import import_weights
+
+HOSTILE_NAMES = [
+    "with space",
+    "per%cent %h %n %z",
+    "quote's \"double\"",
+    "back\\slash",
+    "dollar $HOME ${USER}",
+    "ünïcödé ☃ 写真",
+    "all of it: %h $X 'q' \"d\" \\ ü",
+]
+
+
+def _unquote_list(value: str) -> list[str]:
+    """Split a list setting the way systemd.syntax(7) says: whitespace separates, quotes group, backslash escapes."""
+    words: list[str] = []
+    current: list[str] | None = None
+    quote = None
+    chars = iter(value)
+    for char in chars:
+        if char == "\\":
+            current = (current or []) + [next(chars)]
+        elif quote:
+            if char == quote:
+                quote = None
+            else:
+                current = (current or []) + [char]
+        elif char in "\"'":
+            quote, current = char, current or []
+        elif char.isspace():
+            if current is not None:
+                words.append("".join(current))
+            current = None
+        else:
+            current = (current or []) + [char]
+    assert quote is None, f"unterminated quote in {value!r}"
+    if current is not None:
+        words.append("".join(current))
+    return words
+
+
+def _settings(unit: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def _hostile_project(root: Path, name: str) -> tuple[Path, Path, ServiceAccount]:
+    """A project, a Python executable and a torch cache, all in folders called ``name``."""
+    config = write_config(root / name / "project")
+    python = root / name / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    me = pwd.getpwuid(os.geteuid())
+    account = ServiceAccount(me.pw_name, me.pw_uid, me.pw_gid, Path(me.pw_dir), root / name / "torch cache", "test")
+    return config, python, account
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_unit_values_read_back_exactly_for_hostile_paths(tmp_path: Path, name: str) -> None:
+    config_path, python, account = _hostile_project(tmp_path, name)
+    app = load_app(config_path)
+    settings = _settings(render_unit(app.config, app.config_path, user=False, account=account, python=python))
+
+    def unspecified(text: str) -> str:
+        assert "%" not in text.replace("%%", ""), f"an unescaped specifier in {text!r}"
+        return text.replace("%%", "%")
+
+    [exec_start] = settings["ExecStart"]
+    executable, *arguments = [unspecified(word) for word in _unquote_list(exec_start)]
+    assert all("$" not in arg.replace("$$", "") for arg in arguments), "a $ that systemd would expand"
+    arguments = [arg.replace("$$", "$") for arg in arguments]
+    if executable == "/usr/bin/env":  # the way to run an executable whose path systemd would refuse
+        executable, *arguments = arguments
+    assert executable == str(python)
+    assert arguments == ["-m", "pipeline", "watch", "-c", str(app.config_path)]
+    environment = [unspecified(word) for value in settings["Environment"] for word in _unquote_list(value)]
+    assert f"TORCH_HOME={account.torch_home}" in environment
+    [working_directory] = settings["WorkingDirectory"]
+    assert unspecified(working_directory) == str(app.config_path.parent)
+    [read_write] = settings["ReadWritePaths"]
+    folders = [unspecified(word) for word in _unquote_list(read_write)]
+    root = app.config_path.parent
+    assert folders == [f"-{root / f}" for f in ("inbox", "outbox", "processed", "failed", "state")] + [
+        f"-{account.torch_home / 'hub'}"
+    ]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed (apt-get install systemd); it is the judge of unit syntax")
+@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
+def test_systemd_analyze_verify_accepts_units_for_hostile_paths(tmp_path: Path, user: bool) -> None:
+    for index, name in enumerate(HOSTILE_NAMES):
+        config_path, python, account = _hostile_project(tmp_path, name)
+        app = load_app(config_path)
+        unit = tmp_path / f"units-{index}" / "photostyle.service"
+        unit.parent.mkdir()
+        unit.write_text(render_unit(app.config, app.config_path, user=user, account=account, python=python))
+        verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                                  capture_output=True, text=True, timeout=120)
+        complaints = [line for line in (verified.stdout + verified.stderr).splitlines() if "photostyle" in line]
+        assert verified.returncode == 0 and not complaints, f"{name!r}:\n{verified.stdout}{verified.stderr}"
+
+
+def test_a_path_with_a_newline_is_refused_with_one_line(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path / "new\nline")
+    assert main(["service", "install", "--dry-run", "-c", str(config)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "control character" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a system unit under sudo is written by root")
+def test_a_system_unit_written_under_sudo_runs_as_the_caller_with_their_torch_cache(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    caller = pwd.getpwnam("nobody")
+    monkeypatch.setenv("SUDO_USER", "nobody")
+    monkeypatch.setenv("TORCH_HOME", "/root/roots-own-cache")
+    app = load_app(write_config(tmp_path / "project"))
+    plan = plan_install(app.config, app.config_path, user=False)
+    settings = _settings(plan.text)
+    cache = Path(caller.pw_dir) / ".cache" / "torch"
+    assert settings["User"] == ["nobody"]
+    assert f"TORCH_HOME={cache}" in settings["Environment"]
+    assert f"-{cache / 'hub'}" in settings["ReadWritePaths"][0].split()
+    assert "roots-own-cache" not in plan.text
+    assert any("who ran sudo" in note and str(cache) in note for note in plan.notes), "it says whose cache"
+
+    existing = tmp_path / "project" / "state"
+    existing.mkdir()
+    install(dataclasses.replace(plan, path=tmp_path / "unit" / "photostyle.service",
+                                folders=[f for f in plan.folders if tmp_path in f.parents]))
+    assert (tmp_path / "unit" / "photostyle.service").read_text() == plan.text
+    for name in ("inbox", "outbox", "processed", "failed"):
+        assert (tmp_path / "project" / name).stat().st_uid == caller.pw_uid, f"{name}/ is the service account's"
+    assert existing.stat().st_uid == 0, "folders that existed are left as they were"
+
+    kept = Path(caller.pw_dir) / "my-torch"  # sudo -E kept the caller's own TORCH_HOME: it is inside their home
+    monkeypatch.setenv("TORCH_HOME", str(kept))
+    assert f"TORCH_HOME={kept}" in _settings(plan_install(app.config, app.config_path, user=False).text)["Environment"]
+
+
+def test_install_warns_when_the_project_is_under_tmp(capsys) -> None:
+    project = Path(tempfile.mkdtemp(prefix="photostyle-test-", dir="/tmp"))
+    try:
+        config = write_config(project / "p")
+        assert main(["service", "install", "--dry-run", "-c", str(config)]) == 0
+        printed = capsys.readouterr()
+        [warning] = [line for line in printed.err.splitlines() if "PrivateTmp" in line]
+        assert warning.startswith(f"warning: {config.parent} ")
+        assert "[Service]" in printed.out and "warning" not in printed.out, "the unit on stdout stays a unit"
+    finally:
+        shutil.rmtree(project)
+
+
+def test_warnings_name_paths_the_sandbox_hides() -> None:
+    paths = [Path("/home/alice/photos/inbox"), Path("/srv/photostyle/outbox"), Path("/var/tmp/cache/hub")]
+    hidden_home = sandbox_warnings(paths, "yes")
+    assert any("/home/alice/photos/inbox" in w and "ProtectHome=yes" in w for w in hidden_home)
+    assert any("/var/tmp/cache/hub" in w and "PrivateTmp=yes" in w for w in hidden_home)
+    assert not any("/srv/photostyle" in w for w in hidden_home)
+    assert not any("ProtectHome" in w for w in sandbox_warnings(paths, "read-only"))
+
+
+@pytest.fixture(scope="module")
+def vgg19_file(tmp_path_factory) -> Path:
+    features = vgg19_features()
+    init_like_torchvision(features, seed=3)
+    path = tmp_path_factory.mktemp("weights") / "vgg.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
+
+
+def test_weights_import_writes_a_file_the_service_account_can_read(tmp_path: Path, monkeypatch,
+                                                                   vgg19_file: Path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    old = os.umask(0o077)  # even a strict umask must not make the cache private to the importer
+    try:
+        cached = import_weights(vgg19_file)
+    finally:
+        os.umask(old)
+    assert cached == tmp_path / "torch-home" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    assert cached.stat().st_mode & 0o777 == 0o644
+
+
+def test_weights_status_exit_status_says_whether_weights_are_usable(tmp_path: Path, monkeypatch, capsys,
+                                                                    vgg19_file: Path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("PHOTOSTYLE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: torchvision's cache is what counts
+    assert main(["weights", "status"]) == 3
+    missing = capsys.readouterr().out
+    assert "not cached" in missing and "weights import" in missing
+    assert "weights status" not in missing, "weights status does not send the user to itself"
+
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a download")
+    assert main(["weights", "status"]) == 3
+    assert "unusable" in capsys.readouterr().out
+
+    shutil.copyfile(vgg19_file, cached)
+    assert main(["weights", "status"]) == 0
+
+    random = write_config(tmp_path / "random")  # model.weights: random needs nothing cached
+    cached.unlink()
+    assert main(["weights", "status", "-c", str(random)]) == 0
+    elsewhere = write_config(tmp_path / "file", extra={"model": {"weights": str(tmp_path / "nope.pth")}})
+    assert main(["weights", "status", "-c", str(elsewhere)]) == 3
+    assert "nope.pth" in capsys.readouterr().out

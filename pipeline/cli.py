@@ -76,8 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PlainFormatter(logging.Formatter):
+    """``level: message`` for one-shot commands, with control characters escaped (names may hold them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from pipeline.textsafe import printable
+
+        return f"{record.levelname}: {printable(record.getMessage())}"
+
+
 def _setup_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PlainFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     for name in ("PIL",):
         logging.getLogger(name).setLevel(logging.WARNING)
 

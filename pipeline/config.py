@@ -284,7 +284,7 @@ class ExecutorOptions(Strict):
 
     kind: Literal["local", "ray"] = Field("local", description="local: one worker thread here; ray: Ray actors.")
     address: str | None = Field(
-        None, pattern=RAY_ADDRESS_PATTERN,
+        None,
         description="Unset: a private Ray runtime in this process; auto: the cluster `ray start` runs on this "
         "machine; HOST:PORT: that cluster's head; ray://HOST:10001: a remote cluster through Ray Client.",
     )
@@ -304,6 +304,20 @@ class ExecutorOptions(Strict):
     @classmethod
     def _bare_kind(cls, value: Any) -> Any:
         return {"kind": value} if isinstance(value, str) else value
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(RAY_ADDRESS_PATTERN, value):
+            raise ValueError("must be auto, HOST:PORT (a head node) or ray://HOST:PORT (Ray Client)")
+        return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_form(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("must be auto or a whole number of at least 1")
 
     @model_validator(mode="after")
     def _ray_keys_need_ray(self) -> ExecutorOptions:

@@ -192,7 +192,7 @@ class RenderWorker:
 
             context = ray.get_runtime_context()
             node_id = context.get_node_id()
-            node = f"{ray.util.get_node_ip_address()} ({socket.gethostname()})"
+            node = f"{ray.util.get_node_ip_address()} ({socket.gethostname()}, node {node_id[:8]})"
         except Exception:
             pass
         device = self.worker.resources.device if self.worker is not None else "?"

@@ -40,6 +40,7 @@ def status_report(config: Any) -> dict[str, Any]:
     report: dict[str, Any] = {"daemon": "running" if running else "not running", "pid": live.get("pid") if live else None}
     if live and running:
         report.update({key: live[key] for key in ("queued", "waiting_retry", "settling", "running")})
+        report["workers"] = live.get("workers") or []
     ledger_path = config.state / LEDGER_FILE
     report["counts"], report["last_errors"] = {}, []
     if ledger_path.exists():
@@ -60,6 +61,23 @@ def status_report(config: Any) -> dict[str, Any]:
     return report
 
 
+def render_workers(workers: list[dict[str, Any]]) -> list[str]:
+    """One line per worker: name, node, device, running photo and progress, photos done, last error."""
+    lines = ["workers:"] if workers else []
+    for worker in workers:
+        job = worker.get("running")
+        doing = "idle"
+        if job:
+            progress = f" {job['done']}/{job['total']}" if job.get("total") else ""
+            doing = f"running {Path(str(job['file'])).name}{progress}"
+        line = (f"  {worker['name']} on {worker['node']} [{worker['device']}]: {doing}, "
+                f"{worker.get('done', 0)} done, {worker.get('failed', 0)} failed")
+        if worker.get("last_error"):
+            line += f"; last error: {' '.join(str(worker['last_error']).split())}"
+        lines.append(line)
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [f"daemon: {report['daemon']}" + (f" (pid {report['pid']})" if report["daemon"] == "running" else "")]
     if report["daemon"] == "running":
@@ -72,6 +90,7 @@ def render(report: dict[str, Any]) -> str:
                          f"{job['message']}, {time.time() - job['started']:.0f} s")
         else:
             lines.append("running: nothing")
+        lines += render_workers(report.get("workers") or [])
     counts = report["counts"]
     lines.append(f"done: {counts.get('done', 0)}, failed: {counts.get('failed', 0)}, "
                  f"queued: {counts.get('queued', 0)}, running: {counts.get('running', 0)}")

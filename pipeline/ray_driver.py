@@ -31,6 +31,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -47,6 +48,7 @@ START_NOTE_SECONDS = 30.0
 MAX_RETRY_SECONDS = 60.0
 PROBE_TIMEOUT = 5.0
 EXIT_GRACE_SECONDS = 15.0
+MAX_REDISPATCH = 5  # a call that keeps failing without ever running is blamed after all
 RAY_MISSING = "install the extra: pip install -e '.[ray]'"
 
 
@@ -62,6 +64,17 @@ class DriverSettings:
 
 
 @dataclass
+class Batch:
+    """One submission: photos of one preset, rendered by one call on one actor."""
+
+    batch_id: str
+    requests: list[JobRequest]
+    ref: Any = None
+    orphaned: bool = False  # queued behind a photo that killed its actor: it never started
+    redispatched: int = 0
+
+
+@dataclass
 class Slot:
     """One worker (actor) as the driver tracks it."""
 
@@ -71,7 +84,7 @@ class Slot:
     device: str = "?"
     pid: int | None = None
     healthy: bool = False
-    in_flight: set[str] = field(default_factory=set)
+    in_flight: dict[str, Batch] = field(default_factory=dict)  # in the order the calls were made
     running: dict[str, Any] | None = None
     done: int = 0
     failed: int = 0
@@ -130,6 +143,7 @@ class Driver:
         self.spec_ref: Any = None
         self.spec_refs: list[Any] = []
         self.slots: list[Slot] = []
+        self.backlog: deque[Batch] = deque()  # waiting for a healthy worker
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -184,39 +198,75 @@ class Driver:
             self.abandoned = True
             for slot in self.slots:
                 slot.actor.stop.options(concurrency_group=CONTROL).remote()
-
-    def _pick(self) -> Slot:
-        """The least loaded worker, healthy ones first, so in-flight work spreads evenly."""
-        return min(self.slots, key=lambda slot: (not slot.healthy, len(slot.in_flight), slot.index))
+            waiting, self.backlog = list(self.backlog), deque()
+        for batch in waiting:  # never started anywhere
+            self.send("done", batch.batch_id, [Cancelled("stopped before it started")] * len(batch.requests), "ray")
 
     def submit(self, batch_id: str, requests: list[JobRequest]) -> None:
         with self.lock:
-            slot = self._pick()
-            slot.in_flight.add(batch_id)
-            ref = slot.actor.render.remote(self.version, [self.spec_ref], requests)
-            if self.abandoned:
-                slot.actor.stop.options(concurrency_group=CONTROL).remote()
-        threading.Thread(target=self._await, args=(slot, batch_id, ref, len(requests)), daemon=True).start()
+            self._dispatch(Batch(batch_id, requests))
 
-    def _await(self, slot: Slot, batch_id: str, ref: Any, count: int) -> None:
-        """Wait for one render call; an actor that died makes every photo in it ``WorkerLost``."""
-        try:
-            outcomes = self.ray.get(ref)
-        except Exception as exc:  # RayActorError (killed, node lost, restarting), or a system error
-            reason = f"{slot.name} on {slot.node} died with the photo in flight ({brief(exc)})"
-            outcomes = [WorkerLost(reason)] * count
-            with self.lock:
-                slot.healthy = False  # checked, and replaced if gone for good, by the status loop
-                slot.last_error = reason
+    def _dispatch(self, batch: Batch) -> None:
+        """Hand a batch to the least loaded healthy worker, or keep it until one is healthy (lock held).
+
+        Never to a worker known to be dead or restarting: a call there fails, and a
+        photo must not be blamed for a worker it never reached.
+        """
+        healthy = [slot for slot in self.slots if slot.healthy]
+        if not healthy:
+            self.backlog.append(batch)
+            return
+        slot = min(healthy, key=lambda slot: (len(slot.in_flight), slot.index))
+        batch.ref = slot.actor.render.remote(self.version, [self.spec_ref], batch.requests)
+        slot.in_flight[batch.batch_id] = batch
+        if self.abandoned:
+            slot.actor.stop.options(concurrency_group=CONTROL).remote()
+        threading.Thread(target=self._await, args=(slot, batch), daemon=True).start()
+
+    def _flush_backlog(self) -> None:
         with self.lock:
-            slot.in_flight.discard(batch_id)
+            while self.backlog and any(slot.healthy for slot in self.slots):
+                self._dispatch(self.backlog.popleft())
+
+    def _await(self, slot: Slot, batch: Batch) -> None:
+        """Wait for one render call. If its actor died, only the photos it was rendering are lost.
+
+        An actor runs its calls one at a time in the order they were made, so the
+        oldest call still out on it is the one that was running; the calls queued
+        behind it never started, and go to another worker without counting
+        against their photos' ``max_attempts``.
+        """
+        count = len(batch.requests)
+        try:
+            outcomes = self.ray.get(batch.ref)
+        except Exception as exc:  # RayActorError (killed, node lost, restarting), or a system error
+            with self.lock:
+                was_running = next(iter(slot.in_flight), None) == batch.batch_id and not batch.orphaned
+                del slot.in_flight[batch.batch_id]
+                slot.healthy = False  # checked, and replaced if gone for good, by the status loop
+                if was_running or batch.redispatched >= MAX_REDISPATCH:
+                    for other in slot.in_flight.values():
+                        other.orphaned = True
+                    reason = f"{slot.name} on {slot.node} died with the photo in flight ({brief(exc)})"
+                    slot.failed += count
+                    slot.last_error = reason
+                else:
+                    batch.redispatched += 1
+                    batch.orphaned = False
+                    self._dispatch(batch)
+                    return
+            self.send("done", batch.batch_id, [WorkerLost(reason)] * count, slot.name)
+            self.send_states()
+            return
+        with self.lock:
+            slot.in_flight.pop(batch.batch_id, None)
             for outcome in outcomes:
                 if isinstance(outcome, Rendered):
                     slot.done += 1
                 elif not isinstance(outcome, Cancelled):
                     slot.failed += 1
                     slot.last_error = " ".join(str(outcome).split())
-        self.send("done", batch_id, outcomes, slot.name)
+        self.send("done", batch.batch_id, outcomes, slot.name)
         self.send_states()
 
     # -- connecting and starting the workers ------------------------------------------------------
@@ -369,6 +419,7 @@ class Driver:
             except Exception as exc:  # never let status polling take the driver down
                 self.send("note", f"Ray worker status unavailable: {brief(exc)}")
                 self.stopping.wait(5.0)
+            self._flush_backlog()
             self.send_states()
             self.stopping.wait(STATUS_SECONDS)
 

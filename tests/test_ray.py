@@ -38,8 +38,9 @@ from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install -e '.[ray]')")
 
-# Photos named gated* wait in preprocess until the file $PHOTOSTYLE_TEST_GATE exists (honouring shutdown),
-# so a test can act while a photo is in flight and then let it finish at once.
+# Photos named gated* wait in preprocess until the gate file exists (honouring shutdown), so a test can act
+# while a photo is in flight and then let it finish at once. The path is written into the module: plugins
+# travel to the workers as source, and the workers do not have the daemon's environment.
 GATE_PLUGIN = '''
 import os
 import time
@@ -47,17 +48,23 @@ import time
 from pipeline import hookimpl
 from pipeline.errors import Cancelled
 
+GATE = {gate!r}
+
 
 @hookimpl
 def preprocess(image, ctx):
-    gate = os.environ.get("PHOTOSTYLE_TEST_GATE", "")
-    while ctx.source.name.startswith("gated") and not os.path.exists(gate):
+    while ctx.source.name.startswith("gated") and not os.path.exists(GATE):
         ctx.progress(1, 2, "waiting at the gate")
         if ctx.should_stop():
             raise Cancelled("stopped")
         time.sleep(0.05)
     return image
 '''
+
+
+def gate_plugin(gate: Path) -> str:
+    return GATE_PLUGIN.format(gate=str(gate))
+
 
 # Photos named poison* kill the worker process that reads them.
 POISON_PLUGIN = '''
@@ -161,7 +168,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHost]:
 
 
 def ray_config(folder: Path, cluster: ClusterHost | None, plugin: str | None = None, workers: int = 2,
-               **executor: Any) -> Path:
+               watch: dict[str, Any] | None = None, **executor: Any) -> Path:
     """A daemon config rendering on the test cluster with ``workers`` one-CPU actors (and a test plugin)."""
     plugins: dict[str, Any] = {"disabled": ["gallery"]}
     if plugin is not None:
@@ -171,7 +178,7 @@ def ray_config(folder: Path, cluster: ClusterHost | None, plugin: str | None = N
     options = {"kind": "ray", "workers": workers, "cpus_per_worker": 1, **executor}
     if cluster is not None:
         options["address"] = cluster.address
-    return daemon_config(folder, plugins=plugins, executor=options)
+    return daemon_config(folder, watch=watch, plugins=plugins, executor=options)
 
 
 def ledger_rows(root: Path) -> list[tuple[str, str]]:
@@ -293,12 +300,12 @@ def test_without_ray_installed_a_ray_config_stops_with_one_line_before_any_photo
 
 @needs_ray
 def test_a_drop_is_done_exactly_once_by_two_actors_and_sigterm_drains(cluster: ClusterHost, tmp_path: Path) -> None:
-    config = ray_config(tmp_path / "p", cluster, GATE_PLUGIN, watch={"shutdown_timeout": 2})
+    config = ray_config(tmp_path / "p", cluster, gate_plugin(tmp_path / "gate"), watch={"shutdown_timeout": 2})
     root = config.parent
     names = [f"photo{index}.jpg" for index in range(6)]
     for index, name in enumerate(names):
         drop(root / "inbox" / name, jpeg_bytes(60 + index))
-    with DaemonProcess(config, env={**RAY_ENV, "PHOTOSTYLE_TEST_GATE": str(tmp_path / "gate")}) as daemon:
+    with DaemonProcess(config, env=RAY_ENV) as daemon:
         daemon.wait_msg("done", timeout=240, count=6)
         wait_for(lambda: sum(w["done"] for w in status_json(root).get("workers", [])) == 6, 30, "status counts")
         workers = status_json(root)["workers"]
@@ -320,25 +327,27 @@ def test_a_drop_is_done_exactly_once_by_two_actors_and_sigterm_drains(cluster: C
     with Image.open(root / "outbox" / "tiny" / "photo0.jpg") as result:
         assert result.size == (24, 18)
     sidecar = json.loads((root / "outbox" / "tiny" / "photo0.jpg.json").read_text())
-    assert sidecar["engine"]["device"] == "cpu" and sidecar["loss"]["final"]["total"] > 0
+    assert sidecar["report"]["engine"]["device"] == "cpu" and sidecar["report"]["loss"]["final"]["total"] > 0
+    assert sidecar["settings"]["style"] == str(root / "style.png")  # the coordinator's settings, not the worker's copy
 
 
 @needs_ray
 def test_actors_killed_mid_photo_by_ray_kill_and_sigkill_lose_nothing(cluster: ClusterHost, tmp_path: Path) -> None:
-    config = ray_config(tmp_path / "p", cluster, GATE_PLUGIN)
-    root = config.parent
     gate = tmp_path / "gate"
+    config = ray_config(tmp_path / "p", cluster, gate_plugin(gate))
+    root = config.parent
     names = ["gated_a.jpg", "gated_b.jpg", "c.jpg", "d.jpg"]
     for index, name in enumerate(names):
         path = drop(root / "inbox" / name, jpeg_bytes(80 + index))
         os.utime(path, (3_000_000 + index, 3_000_000 + index))  # the gated ones first: one on each actor
-    with DaemonProcess(config, env={**RAY_ENV, "PHOTOSTYLE_TEST_GATE": str(gate)}) as daemon:
+    with DaemonProcess(config, env=RAY_ENV) as daemon:
         running = wait_for(lambda: (found := running_on(root)) and len(found) == 2 and found, 240,
                            "both gated photos to be running, one per actor")
         assert sorted(running.values()) == ["gated_a.jpg", "gated_b.jpg"]
         kill_actors(cluster, (actor_name(daemon, "ray-0"), "ray.kill"), (actor_name(daemon, "ray-1"), "SIGKILL"))
-        lost = daemon.wait_msg("worker lost with the photo in flight; queued again", timeout=60, count=2)
-        assert {Path(entry["file"]).name for entry in lost} >= {"gated_a.jpg", "gated_b.jpg"}
+        wait_for(lambda: {Path(entry["file"]).name for entry in daemon.messages(
+            "worker lost with the photo in flight; queued again")} >= {"gated_a.jpg", "gated_b.jpg"}, 60,
+            "both gated photos to be requeued")
         gate.touch()
         daemon.wait_msg("done", timeout=240, count=4)
         time.sleep(1)
@@ -386,17 +395,17 @@ def test_process_on_ray_is_pixel_identical_to_local(cluster: ClusterHost, tmp_pa
         ours, theirs = (tmp_path / side / "outbox" / "tiny" / f"{photo.stem}.png" for side in ("local", "ray"))
         assert np.array_equal(np.asarray(Image.open(ours)), np.asarray(Image.open(theirs)))
         assert by_input[str(photo)]["output"] == str(theirs)
-        assert json.loads(Path(f"{theirs}.json").read_text())["loss"] == json.loads(
-            Path(f"{ours}.json").read_text())["loss"]
+        assert json.loads(Path(f"{theirs}.json").read_text())["report"]["loss"] == json.loads(
+            Path(f"{ours}.json").read_text())["report"]["loss"]
 
 
 @needs_ray
 def test_cluster_unreachable_at_start_then_lost_while_running_waits_and_reconnects(
         cluster: ClusterHost, tmp_path: Path) -> None:
     """Last in the module: it takes the shared cluster down twice and leaves it running again."""
-    config = ray_config(tmp_path / "p", cluster, GATE_PLUGIN)
-    root = config.parent
     gate = tmp_path / "gate"
+    config = ray_config(tmp_path / "p", cluster, gate_plugin(gate))
+    root = config.parent
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(0.2)
@@ -410,7 +419,7 @@ def test_cluster_unreachable_at_start_then_lost_while_running_waits_and_reconnec
                 return "\n".join(statuses)
 
     cluster.kill()
-    env = {**RAY_ENV, "PHOTOSTYLE_TEST_GATE": str(gate), "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    env = {**RAY_ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
     try:
         with DaemonProcess(config, env=env) as daemon:
             daemon.wait_ready(timeout=120)  # not refused: it waits for the cluster

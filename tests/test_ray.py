@@ -22,6 +22,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -410,13 +411,20 @@ def test_cluster_unreachable_at_start_then_lost_while_running_waits_and_reconnec
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(0.2)
     statuses: list[str] = []
+    listening = threading.Event()
 
-    def status_lines() -> str:
-        while True:
+    def listen() -> None:  # as systemd does, all the time: a full socket would block the daemon's sends
+        while not listening.is_set():
             try:
                 statuses.append(notify.recv(4096).decode())
             except (socket.timeout, BlockingIOError):
-                return "\n".join(statuses)
+                pass
+
+    def status_lines() -> str:
+        return "\n".join(statuses)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
 
     cluster.kill()
     env = {**RAY_ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
@@ -444,6 +452,8 @@ def test_cluster_unreachable_at_start_then_lost_while_running_waits_and_reconnec
             time.sleep(1)
             assert daemon.stop() == 0
     finally:
+        listening.set()
+        listener.join()
         notify.close()
     assert "waiting for the Ray cluster" in "\n".join(statuses)
     assert_each_done_once(daemon, root, ["early.jpg", "gated.jpg"])

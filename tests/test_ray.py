@@ -233,25 +233,27 @@ def test_photostyle_errors_survive_pickling() -> None:
         assert type(again) is type(error) and str(again) == str(error) and vars(again) == vars(error)
 
 
-def test_executor_section_is_validated_with_file_and_line(tmp_path: Path) -> None:
+def test_executor_section_is_validated_with_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
     config = write_config(tmp_path / "p", extra={"executor": "local"})
-    assert run_cli("check", "-c", config).returncode == 0
+    assert main(["check", "-c", str(config)]) == 0
     config = write_config(tmp_path / "p", extra={"executor": {"kind": "ray", "address": "auto", "workers": "auto",
                                                               "gpus_per_worker": 0.5}})
-    assert run_cli("check", "-c", config).returncode == 0
+    assert main(["check", "-c", str(config)]) == 0
+    capsys.readouterr()
     config.write_text(config.read_text().split("executor:")[0] + "executor:\n  kind: ray\n  workers: 0\n"
                       "  address: not an address\n  max_in_flight: 0\n")
-    checked = run_cli("check", "-c", config)
-    assert checked.returncode == 2
-    lines = checked.stderr.strip().splitlines()
+    assert main(["check", "-c", str(config)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     text = config.read_text().splitlines()
     for key in ("workers", "address", "max_in_flight"):
         [problem] = [line for line in lines if f": executor.{key}: " in line]
         line_number = int(problem.split(":")[1])
         assert text[line_number - 1].strip().startswith(f"{key}:"), (problem, text)
     config.write_text(config.read_text().split("executor:")[0] + "executor:\n  kind: local\n  workers: 2\n")
-    checked = run_cli("check", "-c", config)
-    assert checked.returncode == 2 and "workers only apply to kind: ray" in checked.stderr
+    assert main(["check", "-c", str(config)]) == 2
+    assert "workers only apply to kind: ray" in capsys.readouterr().err
 
 
 def test_a_worker_needs_none_of_the_coordinators_files(tmp_path: Path) -> None:
@@ -277,7 +279,8 @@ def test_a_worker_needs_none_of_the_coordinators_files(tmp_path: Path) -> None:
     assert "stamp" in worker_app.host.sources and worker_app.config.device == "cpu"
 
 
-def test_without_ray_installed_a_ray_config_stops_with_one_line_before_any_photo(tmp_path: Path) -> None:
+def test_without_ray_installed_a_ray_config_stops_with_one_line_before_any_photo(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     shim = tmp_path / "shim" / "ray"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text('raise ImportError("No module named \'ray\' (hidden by this test)")\n')
@@ -286,11 +289,14 @@ def test_without_ray_installed_a_ray_config_stops_with_one_line_before_any_photo
     drop(root / "inbox" / "waiting.jpg", jpeg_bytes(1))
     photo = tmp_path / "photo.jpg"
     synthetic_photo().save(photo)
-    env = {"PYTHONPATH": f"{tmp_path / 'shim'}{os.pathsep}{REPO}"}
-    for args in (["watch"], ["process", str(photo)]):
-        result = run_cli(*args, "-c", config, env=env, timeout=120)
-        assert result.returncode == 2, result.stderr
-        [line] = result.stderr.strip().splitlines()
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'shim'}{os.pathsep}{REPO}")  # for the Ray driver process
+    watched = run_cli("watch", "-c", config, timeout=120)
+    assert watched.returncode == 2, watched.stderr
+    from pipeline.cli import main
+
+    assert main(["process", str(photo), "-c", str(config)]) == 2
+    for stderr in (watched.stderr, capsys.readouterr().err):
+        [line] = stderr.strip().splitlines()
         assert "pip install -e '.[ray]'" in line and str(config) in line
     assert (root / "inbox" / "waiting.jpg").read_bytes() == jpeg_bytes(1)
     assert not files_under(root / "outbox") and not (root / "failed").exists()

@@ -34,7 +34,7 @@ from pipeline.app import App
 from pipeline.errors import Cancelled, PhotostyleError
 from pipeline.executor import Completion, Executor, Submission, WorkerLost, WorkerState
 from pipeline.ray_driver import DriverSettings
-from pipeline.ray_worker import pack_worker_spec
+from pipeline.ray_worker import WorkerSpec, pack_worker_spec
 
 log = logging.getLogger("photostyle.executor")
 
@@ -42,6 +42,7 @@ START_TIMEOUT = 300.0  # the first connection and the workers' model loading, be
 RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
 DRIVER_LOG = "ray-driver.log"
+DRIVER_LOG_MAX_BYTES = 10_000_000  # then it becomes ray-driver.log.1
 
 
 class ClusterUnavailable(PhotostyleError):
@@ -82,9 +83,16 @@ class RayExecutor(Executor):
     def address(self) -> str:
         return self.options.address or "a private runtime on this machine"
 
+    def _pack(self, app: App) -> WorkerSpec:
+        try:
+            return pack_worker_spec(app)
+        except OSError as exc:  # a style image or plugin file unreadable since the config was validated
+            raise PhotostyleError(f"cannot send the config to the Ray workers: {exc.filename}: "
+                                  f"{exc.strerror or exc}") from None
+
     def start(self, app: App) -> None:
         self._app = app
-        self._spec = pack_worker_spec(app)
+        self._spec = self._pack(app)
         self._supervisor = threading.Thread(target=self._supervise, name="photostyle-ray", daemon=True)
         self._supervisor.start()
         if not self._started.wait(START_TIMEOUT):
@@ -99,9 +107,13 @@ class RayExecutor(Executor):
             raise ClusterUnavailable(f"Ray cluster at {self.address}: {reason}")
 
     def reload(self, app: App) -> None:
-        self._app = app
-        self._spec = pack_worker_spec(app)
-        self._send("reload", self._spec)
+        try:
+            spec = self._pack(app)
+        except PhotostyleError as exc:
+            log.error("the Ray workers keep the previous config", extra={"fields": {"reason": exc}})
+            return
+        self._app, self._spec = app, spec
+        self._send("reload", spec)
 
     def free_slots(self) -> int:
         with self._lock:
@@ -180,9 +192,11 @@ class RayExecutor(Executor):
         """Ray's own messages go to ``state/ray-driver.log``, keeping the daemon's log one line per event."""
         assert self._app is not None
         try:
-            state = Path(self._app.config.state)
-            state.mkdir(parents=True, exist_ok=True)
-            return open(state / DRIVER_LOG, "ab")
+            path = Path(self._app.config.state) / DRIVER_LOG
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_file() and path.stat().st_size > DRIVER_LOG_MAX_BYTES:
+                os.replace(path, path.with_name(f"{DRIVER_LOG}.1"))
+            return open(path, "ab")
         except OSError:
             return subprocess.DEVNULL
 

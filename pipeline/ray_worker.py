@@ -43,6 +43,7 @@ from pipeline.job import JobRequest, Rendered, render_jobs
 from pipeline.plugin_host import _plugin_files
 
 CONFIG_NAME = "config.yaml"
+FOLDER_PREFIX = "photostyle-worker-"
 
 
 @dataclass
@@ -125,6 +126,20 @@ def worker_device(configured: str, gpu_ids: list[Any]) -> str:
     return "cuda"
 
 
+def _remove_stale_folders() -> None:
+    """Folders of workers that died (killed, restarted) are left behind: remove those whose process is gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # someone else's process: not ours to judge
+
+
 def _brief(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
@@ -164,7 +179,8 @@ class RenderWorker:
         """Build the Worker for this spec; keep loaded models when only settings changed."""
         from pipeline.worker import Worker
 
-        folder = Path(tempfile.mkdtemp(prefix="photostyle-worker-"))
+        _remove_stale_folders()
+        folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         try:
             app = unpack_worker_spec(spec, folder, worker_device(spec.config.get("device", "auto"), self._gpu_ids()))
             cache = self.worker.resources.cache if self.worker is not None else None

@@ -76,6 +76,7 @@ class RayExecutor(Executor):
         self._fatal: PhotostyleError | None = None
         self._started = threading.Event()  # the first driver is ready, fatal, or cannot reach the cluster
         self._unreachable_said = False
+        self._unreachable: str | None = None
 
     # -- the Executor interface ------------------------------------------------------------------
 
@@ -102,9 +103,9 @@ class RayExecutor(Executor):
             self.shutdown(time.monotonic())
             raise self._fatal
         if not self._ready and not self.wait_for_cluster:
-            reason = self._condition or "not ready"
+            reason = self._unreachable or "its workers are not ready"
             self.shutdown(time.monotonic())
-            raise ClusterUnavailable(f"Ray cluster at {self.address}: {reason}")
+            raise ClusterUnavailable(f"cannot reach the Ray cluster at {self.address} ({reason})")
 
     def reload(self, app: App) -> None:
         try:
@@ -296,8 +297,9 @@ class RayExecutor(Executor):
     def _on_unreachable(self, reason: str) -> None:
         with self._lock:
             self._condition = f"waiting for the Ray cluster ({reason})"
+            self._unreachable = reason
             said, self._unreachable_said = self._unreachable_said, True
-        if not said:  # one line, not one per retry
+        if not said and self.wait_for_cluster:  # one line, not one per retry ('process' stops with it instead)
             log.error("cannot reach the Ray cluster; photos wait in the queue, retrying with back-off",
                       extra={"fields": {"address": self.address, "reason": reason}})
         self._started.set()

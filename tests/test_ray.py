@@ -302,6 +302,18 @@ def test_without_ray_installed_a_ray_config_stops_with_one_line_before_any_photo
     assert not files_under(root / "outbox") and not (root / "failed").exists()
 
 
+@needs_ray
+def test_process_with_an_unreachable_cluster_says_so_in_one_line(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    synthetic_photo().save(photo)
+    config = write_config(tmp_path / "p", extra={"executor": {"kind": "ray", "address": f"127.0.0.1:{free_port()}"}})
+    result = run_cli("process", photo, "-c", config, env=RAY_ENV, timeout=120)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach the Ray cluster at 127.0.0.1:") and "refused" in line
+    assert not (tmp_path / "p" / "outbox").exists()
+
+
 # -- on the cluster ---------------------------------------------------------------------------------
 
 
@@ -321,15 +333,25 @@ def test_a_drop_is_done_exactly_once_by_two_actors_and_sigterm_drains(cluster: C
         shown = run_cli("status", "-c", config).stdout
         assert "workers:" in shown and "ray-0 on " in shown and "ray-1 on " in shown and " done, 0 failed" in shown
 
+        data = yaml.safe_load(config.read_text())
+        data["presets"]["tiny"]["size"] = 32  # SIGHUP: the workers take the new settings for the next photo
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        daemon.send(signal.SIGHUP)
+        daemon.wait_msg("config reloaded")
+        drop(root / "inbox" / "after_reload.jpg", jpeg_bytes(69))
+        daemon.wait_msg("done", timeout=120, count=7)
+        with Image.open(root / "outbox" / "tiny" / "after_reload.jpg") as result:
+            assert result.size == (32, 24)
         drop(root / "inbox" / "gated.jpg", jpeg_bytes(70))  # never passes the gate: SIGTERM must abandon it
         wait_for(lambda: "gated.jpg" in running_on(root).values(), 120, "the gated photo to run")
         assert daemon.stop(signal.SIGTERM) == 0
     assert daemon.messages("abandoned at shutdown; left queued for the next start")
     assert (root / "inbox" / "gated.jpg").is_file()  # redone at the next start, as with the local executor
+    names.append("after_reload.jpg")
     assert sorted(ledger_rows(root)) == sorted([(name, "done") for name in names] + [("gated.jpg", "queued")])
-    assert sorted(Path(entry["file"]).name for entry in daemon.messages("done")) == names
-    assert sorted(p.name for p in files_under(root / "outbox", "*.jpg")) == names
-    assert sorted(p.name for p in files_under(root / "processed")) == names
+    assert sorted(Path(entry["file"]).name for entry in daemon.messages("done")) == sorted(names)
+    assert sorted(p.name for p in files_under(root / "outbox", "*.jpg")) == sorted(names)
+    assert sorted(p.name for p in files_under(root / "processed")) == sorted(names)
     assert "Traceback" not in daemon.text()
     with Image.open(root / "outbox" / "tiny" / "photo0.jpg") as result:
         assert result.size == (24, 18)

@@ -34,6 +34,7 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from pipeline.errors import ConfigError
@@ -314,6 +315,63 @@ class WatchOptions(Strict):
         return sorted({ext.lower().lstrip(".") for ext in value})
 
 
+RAY_ADDRESS_PATTERN = r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$"
+RAY_ONLY_KEYS = ("address", "workers", "gpus_per_worker", "cpus_per_worker", "max_in_flight")
+
+
+class ExecutorOptions(Strict):
+    """Where photos are rendered: ``local`` (one worker thread, the default) or ``ray`` (actors on a cluster).
+
+    Accepts the bare string ``local`` or ``ray`` for ``{kind: ...}``. Ray itself is
+    only imported when ``kind`` is ``ray`` (see README, "Scaling out").
+    """
+
+    kind: Literal["local", "ray"] = Field("local", description="local: one worker thread here; ray: Ray actors.")
+    address: str | None = Field(
+        None,
+        description="Unset: a private Ray runtime in this process; auto: the cluster `ray start` runs on this "
+        "machine; HOST:PORT: that cluster's head; ray://HOST:10001: a remote cluster through Ray Client.",
+    )
+    workers: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="Ray workers (actors): auto = one per GPU, else one per cpus_per_worker CPUs."
+    )
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="GPUs per worker (fractions share a GPU); unset: 1 if the cluster has GPUs, else 0."
+    )
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs per worker, also its torch thread count.")
+    max_in_flight: int = Field(2, ge=1, description="Photos (batches) handed to one worker at a time.")
+    max_attempts: int = Field(
+        3, ge=1, description="A photo whose worker dies this many times goes to failed/ (it is killing them)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_kind(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(RAY_ADDRESS_PATTERN, value):
+            raise ValueError("must be auto, HOST:PORT (a head node) or ray://HOST:PORT (Ray Client)")
+        return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_form(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("must be auto or a whole number of at least 1")
+
+    @model_validator(mode="after")
+    def _ray_keys_need_ray(self) -> ExecutorOptions:
+        if self.kind == "local":
+            stray = [key for key in RAY_ONLY_KEYS if key in self.model_fields_set]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} only apply to kind: ray")
+        return self
+
+
 class ConfigBase(Strict):
     """Top level of ``config.yaml`` (``presets`` is added by :func:`build_config_model`)."""
 
@@ -336,6 +394,7 @@ class ConfigBase(Strict):
     )
     plugins: PluginOptions = Field(default_factory=PluginOptions)
     watch: WatchOptions = Field(default_factory=WatchOptions)
+    executor: ExecutorOptions = Field(default_factory=ExecutorOptions)
 
     #: Where each preset was defined (``FILE:LINE``, or the style image for styles-folder presets).
     _preset_origins: dict[str, str] = PrivateAttr(default_factory=dict)

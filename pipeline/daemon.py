@@ -266,6 +266,8 @@ class Daemon:
         if dispatcher is None:
             return "starting"
         parts = [f"{dispatcher.queued} queued", f"{dispatcher.waiting_retry} waiting to retry"]
+        if self.executor is not None and (condition := self.executor.condition()):
+            parts.insert(0, condition)
         running = self._running_view()
         if running is not None:
             parts.append(f"running {Path(running['file']).name} {running['done']}/{running['total']}")

@@ -23,6 +23,9 @@ class ConfigError(PhotostyleError):
         super().__init__("\n".join(problems))
         self.problems = problems
 
+    def __reduce__(self) -> tuple:  # rebuilt from its arguments, not its message (see StageError)
+        return (type(self), (self.problems,))
+
 
 class PluginError(PhotostyleError):
     """A plugin could not be loaded or implements a hook that does not exist."""
@@ -50,12 +53,22 @@ class StageError(PhotostyleError):
         self.plugin = plugin
         self.reason = reason
 
+    def __reduce__(self) -> tuple:
+        """Rebuild from the constructor's arguments: errors travel back from Ray workers pickled, and the
+        default (calling the class with the message alone) fails for a custom ``__init__``."""
+        return (type(self), (self.stage, self.plugin, self.reason))
+
 
 class OutputError(StageError):
     """The result could not be written (disk full, permission denied): retry later, keep the photo."""
 
     def __init__(self, folder: str, reason: str) -> None:
         super().__init__("save", None, f"cannot write to {folder}: {reason}")
+        self.folder = folder
+        self.output_reason = reason
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.folder, self.output_reason))
 
 
 class Cancelled(PhotostyleError):

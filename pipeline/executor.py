@@ -120,6 +120,10 @@ class Executor(ABC):
         """Block until a completion may be ready, at most ``timeout`` seconds (executors may do better)."""
         time.sleep(timeout)
 
+    def condition(self) -> str | None:
+        """Why no photo can run now (e.g. waiting for a cluster), for ``systemctl status``; None when fine."""
+        return None
+
 
 class LocalExecutor(Executor):
     """One worker thread in this process that owns the engine; runs one submission at a time."""

@@ -1,9 +1,19 @@
-"""``photostyle process PHOTO...``: the stage chain on each photo, once, in the foreground."""
+"""``photostyle process PHOTO...``: the stage chain on each photo, once, in the foreground.
+
+With ``executor: local`` (the default) one worker in this process runs the photos
+in turn. With another executor (Ray) the photos fan out over its workers, as many
+at once as it has room for; each result comes back as bytes and is published
+here, as the daemon does, under one progress bar counting photos.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,8 +21,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.app import App
-from pipeline.errors import ConfigError, PhotostyleError
-from pipeline.job import JobRequest
+from pipeline.context import JobResult, WorkerResources
+from pipeline.errors import ConfigError, ImageLoadError, PhotostyleError
+from pipeline.executor import Executor, Submission, WorkerLost
+from pipeline.job import JobRequest, Rendered, publish
+from pipeline.photo_file import NotAPhotoFile, read_photo_bytes
 from pipeline.textsafe import printable
 from pipeline.worker import Worker
 
@@ -51,6 +64,8 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
     if preset not in app.config.presets:
         known = ", ".join(sorted(app.config.presets))
         raise ConfigError([f"{app.config_path}: unknown preset {preset!r} (presets: {known})"])
+    if app.config.executor.kind != "local":
+        return process_on_executor(app, photos, preset, output_dir, as_json)
     worker = Worker(app)
     worker.prepare(preset)  # missing weights stop here, before any photo is touched
     failures = 0
@@ -70,3 +85,114 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
         else:
             print(printable(f"{photo} -> {result.output} ({result.seconds:.1f} s)"), flush=True)
     return 1 if failures else 0
+
+
+def _read(photo: Path) -> bytes:
+    """The photo's bytes, read without following a link; one-line reasons as ``load_photo`` gives them."""
+    try:
+        data = read_photo_bytes(photo)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{photo}: file not found") from None
+    except PermissionError:
+        raise ImageLoadError(f"{photo}: permission denied") from None
+    except NotAPhotoFile as exc:
+        raise ImageLoadError(f"{photo}: {exc.strerror}") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{photo}: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageLoadError(f"{photo}: empty file (0 bytes)")
+    return data
+
+
+class _Report:
+    """Prints each photo's outcome as it comes back, and counts failures."""
+
+    def __init__(self, preset: str, as_json: bool, bar: tqdm) -> None:
+        self.preset, self.as_json, self.bar = preset, as_json, bar
+        self.failures = 0
+
+    def failed(self, photo: Path, error: BaseException) -> None:
+        self.failures += 1
+        line = one_line(photo, error)
+        self.bar.write(f"error: {line}", file=sys.stderr)
+        if self.as_json:
+            print(json.dumps({"input": str(photo), "preset": self.preset, "error": line}), flush=True)
+        self.bar.update(1)
+
+    def succeeded(self, photo: Path, result: JobResult) -> None:
+        if self.as_json:
+            print(json.dumps(result.as_json()), flush=True)
+        else:
+            print(printable(f"{photo} -> {result.output} ({result.seconds:.1f} s)"), flush=True)
+        self.bar.update(1)
+
+
+def process_on_executor(app: App, photos: Sequence[Path], preset: str, output_dir: Path | None, as_json: bool,
+                        executor: Executor | None = None) -> int:
+    """Every photo through the configured executor (Ray); results published here; exit status 1 if any failed.
+
+    A photo whose worker died is sent again, up to ``executor.max_attempts`` times,
+    as the daemon does.
+    """
+    if executor is None and app.config.executor.kind == "ray":
+        from pipeline.ray_executor import RayExecutor
+
+        # unlike the daemon, a one-off command says the cluster cannot be reached and stops
+        executor = RayExecutor(app.config.executor, threading.Event(), wait_for_cluster=False)
+    elif executor is None:
+        from pipeline.executor import make_executor
+
+        executor = make_executor(app, threading.Event())
+    executor.start(app)  # Ray missing, or missing weights on the workers, stop here before any photo
+    resources = WorkerResources(config=app.config, device="coordinator")
+    max_attempts = app.config.executor.max_attempts
+    pending: deque[Path] = deque(photos)
+    sent: dict[str, list[tuple[Path, JobRequest]]] = {}
+    deaths: dict[Path, int] = {}
+    bar = tqdm(total=len(photos), desc=preset, unit="photo", leave=False, file=sys.stderr, disable=None,
+               dynamic_ncols=True)
+    report = _Report(preset, as_json, bar)
+    try:
+        while pending or sent:
+            while pending and executor.free_slots() > 0:
+                batch: list[tuple[Path, JobRequest]] = []
+                while pending and len(batch) < executor.batch_size():
+                    photo = pending.popleft()
+                    try:
+                        data = _read(photo)
+                    except PhotostyleError as exc:
+                        report.failed(photo, exc)
+                        continue
+                    batch.append((photo, JobRequest(source=photo, preset=preset, output_dir=output_dir, data=data)))
+                if batch:
+                    batch_id = uuid.uuid4().hex[:12]
+                    sent[batch_id] = batch
+                    executor.submit(Submission(batch_id, [request for _, request in batch]))
+            for completion in executor.completions():
+                for (photo, request), outcome in zip(sent.pop(completion.batch_id), completion.outcomes,
+                                                     strict=True):
+                    if isinstance(outcome, WorkerLost):
+                        deaths[photo] = deaths.get(photo, 0) + 1
+                        if deaths[photo] < max_attempts:
+                            pending.appendleft(photo)
+                            continue
+                        outcome = WorkerLost(f"it stopped a worker {deaths[photo]} times (max_attempts "
+                                             f"{max_attempts}); last: {' '.join(str(outcome).split())}")
+                    if not isinstance(outcome, Rendered):
+                        report.failed(photo, outcome)
+                        continue
+                    try:
+                        result = publish(outcome, request, app.host, resources)
+                    except PhotostyleError as exc:
+                        report.failed(photo, exc)
+                        continue
+                    report.succeeded(photo, result)
+            if sent or pending:
+                executor.wait(0.5)
+    except BaseException:
+        executor.abandon()
+        raise
+    finally:
+        bar.close()
+        executor.shutdown(time.monotonic() + 1.0)
+    return 1 if report.failures else 0

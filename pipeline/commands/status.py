@@ -87,6 +87,7 @@ def status_report(state: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"daemon": "running" if running else "not running", "pid": live.get("pid") if live else None}
     if live and running:
         report.update({key: live[key] for key in ("queued", "waiting_retry", "settling", "running")})
+        report["workers"] = live.get("workers") or []
     ledger_path = state / LEDGER_FILE
     report["counts"], report["last_errors"] = {}, []
     if ledger_path.exists():
@@ -107,6 +108,25 @@ def status_report(state: Path) -> dict[str, Any]:
     return report
 
 
+def render_workers(workers: list[dict[str, Any]]) -> list[str]:
+    """One line per worker: name, node, device, running photo and progress, photos done, last error."""
+    from pipeline.textsafe import printable
+
+    lines = ["workers:"] if workers else []
+    for worker in workers:
+        job = worker.get("running")
+        doing = "idle"
+        if job:
+            progress = f" {job['done']}/{job['total']}" if job.get("total") else ""
+            doing = f"running {Path(str(job['file'])).name}{progress}"
+        line = (f"  {worker['name']} on {worker['node']} [{worker['device']}]: {doing}, "
+                f"{worker.get('done', 0)} done, {worker.get('failed', 0)} failed")
+        if worker.get("last_error"):
+            line += f"; last error: {' '.join(str(worker['last_error']).split())}"
+        lines.append(printable(line))
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as lines for a terminal; names and errors come from the inbox, so each is made printable."""
     from pipeline.textsafe import printable as p  # imported here: the rest of this module is edited elsewhere
@@ -122,8 +142,9 @@ def render(report: dict[str, Any]) -> str:
                          f"{p(job['message'])}, {time.time() - job['started']:.0f} s")
         else:
             lines.append("running: nothing")
+        lines += render_workers(report.get("workers") or [])
     if report.get("ledger_error"):
-        lines.append(f"ledger: cannot be read: {report['ledger_error']}")
+        lines.append(f"ledger: cannot be read: {p(report['ledger_error'])}")
     counts = report["counts"]
     lines.append(f"done: {counts.get('done', 0)}, failed: {counts.get('failed', 0)}, "
                  f"queued: {counts.get('queued', 0)}, running: {counts.get('running', 0)}")

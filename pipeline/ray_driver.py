@@ -1,0 +1,467 @@
+"""The Ray driver: a child process of the coordinator that holds the Ray connection and the actors.
+
+Why a process of its own: ``ray.init`` blocks for minutes when the cluster cannot
+be reached, a Ray driver terminates itself when it loses the cluster (its GCS),
+and Ray installs signal handlers of its own. In a child process none of that
+reaches the daemon: it keeps its queue, its signals and its systemd pings, and
+starts a new driver to reconnect (:mod:`pipeline.ray_executor`).
+
+The coordinator and the driver exchange pickled tuples over a socket pair
+(:mod:`multiprocessing.connection`):
+
+- coordinator to driver: ``("submit", batch_id, requests)``, ``("reload", spec)``,
+  ``("abandon",)``, ``("shutdown",)``, after a first :class:`DriverSettings`;
+- driver to coordinator: ``("unreachable", reason)``, ``("note", text)``,
+  ``("fatal", error)``, ``("ready", summary)``, ``("done", batch_id, outcomes, worker)``,
+  ``("workers", [state, ...])``.
+
+The driver picks the worker for each submission (the least loaded, a healthy one
+first), so a batch of one preset goes to one actor; the coordinator keeps at most
+``workers × max_in_flight`` submissions here. A render call that fails because
+its actor died comes back as :class:`~pipeline.executor.WorkerLost` for each
+photo, and the actor is restarted by Ray, or replaced when it is gone for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pipeline.errors import Cancelled, ConfigError, PhotostyleError
+from pipeline.executor import WorkerLost
+from pipeline.job import JobRequest, Rendered
+from pipeline.ray_worker import RenderWorker, WorkerSpec
+
+NAMESPACE = "photostyle"
+CONTROL = "control"  # the actors' concurrency group for describe/progress/stop, answered while rendering
+STATUS_SECONDS = 0.5
+START_NOTE_SECONDS = 30.0
+MAX_RETRY_SECONDS = 60.0
+PROBE_TIMEOUT = 5.0
+EXIT_GRACE_SECONDS = 15.0
+MAX_REDISPATCH = 5  # a call that keeps failing without ever running is blamed after all
+RAY_MISSING = "install the extra: pip install -e '.[ray]'"
+
+
+@dataclass
+class DriverSettings:
+    """What the coordinator tells a new driver: the executor options, the worker spec, whose actors these are."""
+
+    options: dict[str, Any]
+    spec: WorkerSpec
+    owner: str  # names the actors: photostyle-<owner>-ray-<n>
+    device: str  # the config's device: "cpu" keeps workers off GPUs
+    config_path: str
+
+
+@dataclass
+class Batch:
+    """One submission: photos of one preset, rendered by one call on one actor."""
+
+    batch_id: str
+    requests: list[JobRequest]
+    ref: Any = None
+    orphaned: bool = False  # queued behind a photo that killed its actor: it never started
+    redispatched: int = 0
+
+
+@dataclass
+class Slot:
+    """One worker (actor) as the driver tracks it."""
+
+    index: int
+    actor: Any
+    node: str = "?"
+    device: str = "?"
+    pid: int | None = None
+    healthy: bool = False
+    in_flight: dict[str, Batch] = field(default_factory=dict)  # in the order the calls were made
+    running: dict[str, Any] | None = None
+    done: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    progress_ref: Any = None
+    check_ref: Any = None
+
+    @property
+    def name(self) -> str:
+        return f"ray-{self.index}"
+
+    def state(self) -> dict[str, Any]:
+        return {"name": self.name, "node": self.node, "device": self.device, "running": self.running,
+                "done": self.done, "failed": self.failed, "last_error": self.last_error}
+
+
+def brief(error: BaseException) -> str:
+    """One line: the exception's first line, without Ray's paragraphs."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def probe(address: str | None) -> str | None:
+    """Why the cluster at ``address`` cannot be reached (None: try ``ray.init``), without blocking for minutes."""
+    if address is None:
+        return None  # a private runtime: nothing to reach
+    if address == "auto":
+        try:
+            from ray._private.services import get_ray_address_from_environment
+
+            address = get_ray_address_from_environment("auto", None)
+        except ConnectionError as exc:
+            return brief(exc)
+        except Exception:
+            return None  # Ray's internals moved: let ray.init find it
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"{host}:{port}: {getattr(exc, 'strerror', None) or exc}"
+
+
+class Driver:
+    """Connects, starts the actors, and serves the coordinator's commands (see the module docstring)."""
+
+    def __init__(self, conn: Connection, settings: DriverSettings) -> None:
+        import ray
+
+        self.ray = ray
+        self.conn = conn
+        self.settings = settings
+        self.options = settings.options
+        self.spec = settings.spec
+        self.version = 0
+        self.spec_ref: Any = None
+        self.spec_refs: list[Any] = []
+        self.slots: list[Slot] = []
+        self.backlog: deque[Batch] = deque()  # waiting for a healthy worker
+        self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.connected = False
+        self.abandoned = False
+        self.gpus = 0.0
+        self._sent_states: list[dict[str, Any]] | None = None
+
+    def send(self, *message: Any) -> None:
+        with self.send_lock:
+            try:
+                self.conn.send(message)
+            except OSError:
+                self.stopping.set()  # the coordinator is gone
+
+    # -- commands from the coordinator ----------------------------------------------------------
+
+    def read_commands(self) -> None:
+        """The reader thread: runs each command; the coordinator gone (EOF) means shut down."""
+        try:
+            while not self.stopping.is_set():
+                message = self.conn.recv()
+                kind = message[0]
+                if kind == "submit":
+                    self.submit(message[1], message[2])
+                elif kind == "reload":
+                    self.reload(message[1])
+                elif kind == "abandon":
+                    self.abandon()
+                elif kind == "shutdown":
+                    break
+        except (EOFError, OSError):
+            pass
+        self.stopping.set()
+        # The main thread shuts Ray down; if it is stuck (in ray.init, say), leave anyway.
+        threading.Timer(EXIT_GRACE_SECONDS, lambda: os._exit(0)).start()
+
+    def reload(self, spec: WorkerSpec) -> None:
+        with self.lock:
+            self.spec = spec
+            self.version += 1
+            if self.connected:
+                self._put_spec()
+
+    def _put_spec(self) -> None:
+        """The spec in the object store; every one stays referenced, as actors restart from their first."""
+        self.spec_ref = self.ray.put(self.spec)
+        self.spec_refs.append(self.spec_ref)
+
+    def abandon(self) -> None:
+        with self.lock:
+            self.abandoned = True
+            for slot in self.slots:
+                slot.actor.stop.options(concurrency_group=CONTROL).remote()
+            waiting, self.backlog = list(self.backlog), deque()
+        for batch in waiting:  # never started anywhere
+            self.send("done", batch.batch_id, [Cancelled("stopped before it started")] * len(batch.requests), "ray")
+
+    def submit(self, batch_id: str, requests: list[JobRequest]) -> None:
+        with self.lock:
+            self._dispatch(Batch(batch_id, requests))
+
+    def _dispatch(self, batch: Batch) -> None:
+        """Hand a batch to the least loaded healthy worker, or keep it until one is healthy (lock held).
+
+        Never to a worker known to be dead or restarting: a call there fails, and a
+        photo must not be blamed for a worker it never reached.
+        """
+        healthy = [slot for slot in self.slots if slot.healthy]
+        if not healthy:
+            self.backlog.append(batch)
+            return
+        slot = min(healthy, key=lambda slot: (len(slot.in_flight), slot.index))
+        batch.ref = slot.actor.render.remote(self.version, [self.spec_ref], batch.requests)
+        slot.in_flight[batch.batch_id] = batch
+        if self.abandoned:
+            slot.actor.stop.options(concurrency_group=CONTROL).remote()
+        threading.Thread(target=self._await, args=(slot, batch), daemon=True).start()
+
+    def _flush_backlog(self) -> None:
+        with self.lock:
+            while self.backlog and any(slot.healthy for slot in self.slots):
+                self._dispatch(self.backlog.popleft())
+
+    def _await(self, slot: Slot, batch: Batch) -> None:
+        """Wait for one render call. If its actor died, only the photos it was rendering are lost.
+
+        An actor runs its calls one at a time in the order they were made, so the
+        oldest call still out on it is the one that was running; the calls queued
+        behind it never started, and go to another worker without counting
+        against their photos' ``max_attempts``.
+        """
+        count = len(batch.requests)
+        try:
+            outcomes = self.ray.get(batch.ref)
+        except Exception as exc:  # RayActorError (killed, node lost, restarting), or a system error
+            with self.lock:
+                was_running = next(iter(slot.in_flight), None) == batch.batch_id and not batch.orphaned
+                del slot.in_flight[batch.batch_id]
+                slot.healthy = False  # checked, and replaced if gone for good, by the status loop
+                if was_running or batch.redispatched >= MAX_REDISPATCH:
+                    for other in slot.in_flight.values():
+                        other.orphaned = True
+                    reason = f"{slot.name} on {slot.node} died with the photo in flight ({brief(exc)})"
+                    slot.failed += count
+                    slot.last_error = reason
+                else:
+                    batch.redispatched += 1
+                    batch.orphaned = False
+                    self._dispatch(batch)
+                    return
+            self.send("done", batch.batch_id, [WorkerLost(reason)] * count, slot.name)
+            self.send_states()
+            return
+        with self.lock:
+            slot.in_flight.pop(batch.batch_id, None)
+            for outcome in outcomes:
+                if isinstance(outcome, Rendered):
+                    slot.done += 1
+                elif not isinstance(outcome, Cancelled):
+                    slot.failed += 1
+                    slot.last_error = " ".join(str(outcome).split())
+        self.send("done", batch.batch_id, outcomes, slot.name)
+        self.send_states()
+
+    # -- connecting and starting the workers ------------------------------------------------------
+
+    def connect(self) -> bool:
+        """``ray.init`` once the cluster answers; says why not, and retries with back-off, until it does."""
+        address = self.options.get("address")
+        delay = 1.0
+        while not self.stopping.is_set():
+            problem = probe(address)
+            if problem is None:
+                try:
+                    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False,
+                                              "logging_level": logging.WARNING}
+                    if address is None:  # a private runtime for this process, whatever else runs here
+                        kwargs.update(address="local", include_dashboard=False)
+                    else:
+                        kwargs.update(address=address)
+                    self.ray.init(**kwargs)
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Ray's handler would exit: the coordinator decides
+                    self.connected = True
+                    return True
+                except Exception as exc:
+                    problem = brief(exc)
+            self.send("unreachable", problem)
+            self.stopping.wait(delay)
+            delay = min(delay * 2, MAX_RETRY_SECONDS)
+        return False
+
+    def _sizes(self) -> tuple[int, float, int]:
+        """How many workers, with how many GPUs and CPUs each (``auto``s resolved against the cluster)."""
+        resources = self.ray.cluster_resources()
+        cluster_gpus, cluster_cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+        cpus = int(self.options["cpus_per_worker"])
+        gpus = self.options.get("gpus_per_worker")
+        if gpus is None:
+            gpus = 1.0 if cluster_gpus >= 1 and self.settings.device != "cpu" else 0.0
+        workers = self.options["workers"]
+        if workers == "auto":
+            workers = int(cluster_gpus // gpus) if gpus > 0 else int(cluster_cpus // cpus)
+        return max(1, int(workers)), float(gpus), cpus
+
+    def _new_actor(self, index: int) -> Any:
+        remote = self.ray.remote(concurrency_groups={CONTROL: 4})(RenderWorker)
+        return remote.options(
+            name=f"photostyle-{self.settings.owner}-ray-{index}", namespace=NAMESPACE,
+            num_cpus=self._cpus, num_gpus=self.gpus,
+            max_restarts=-1, max_task_retries=0,  # restarted when it dies; its photos are requeued by us, not retried
+        ).remote(self.spec_ref, self.version, self._cpus)
+
+    def _describe(self, slot: Slot, info: dict[str, Any]) -> None:
+        slot.node, slot.device, slot.pid = info["node"], info["device"], info["pid"]
+        slot.healthy = info["error"] is None
+        if info["error"] is not None:
+            slot.last_error = " ".join(str(info["error"]).split())
+
+    def start_workers(self) -> bool:
+        """Create the actors and wait until each has loaded the network; a setup error is fatal."""
+        count, self.gpus, self._cpus = self._sizes()
+        with self.lock:
+            self._put_spec()
+            self.slots = [Slot(index, self._new_actor(index)) for index in range(count)]
+        pending = {slot.actor.describe.options(concurrency_group=CONTROL).remote(): slot for slot in self.slots}
+        began, noted = time.monotonic(), False
+        while pending and not self.stopping.is_set():
+            ready, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=1.0)
+            for ref in ready:
+                slot = pending.pop(ref)
+                try:
+                    info = self.ray.get(ref)
+                except Exception as exc:
+                    self.send("fatal", PhotostyleError(f"a Ray worker could not start: {brief(exc)}"))
+                    return False
+                if info["error"] is not None:
+                    self.send("fatal", info["error"])
+                    return False
+                self._describe(slot, info)
+            if pending and not noted and time.monotonic() - began > START_NOTE_SECONDS:
+                noted = True
+                self.send("note", f"{len(pending)} of {count} Ray workers are still starting (each needs "
+                                  f"{self._cpus} CPU and {self.gpus:g} GPU; is the cluster big enough?)")
+        if self.stopping.is_set():
+            return False
+        resources = self.ray.cluster_resources()
+        self.send("ready", {"workers": count, "gpus_per_worker": self.gpus, "cpus_per_worker": self._cpus,
+                            "nodes": len([node for node in self.ray.nodes() if node.get("Alive")]),
+                            "cluster_cpus": resources.get("CPU", 0.0), "cluster_gpus": resources.get("GPU", 0.0),
+                            "workers_state": [slot.state() for slot in self.slots]})
+        return True
+
+    # -- watching the workers ----------------------------------------------------------------------
+
+    def send_states(self) -> None:
+        with self.lock:
+            states = [slot.state() for slot in self.slots]
+        if states != self._sent_states:
+            self._sent_states = states
+            self.send("workers", states)
+
+    def _poll(self) -> None:
+        """Ask each worker for its running photo's progress, and check on those whose call failed."""
+        ray = self.ray
+        with self.lock:
+            for slot in self.slots:
+                if slot.healthy and slot.progress_ref is None:
+                    slot.progress_ref = slot.actor.progress.options(concurrency_group=CONTROL).remote()
+                if not slot.healthy and slot.check_ref is None:
+                    slot.check_ref = slot.actor.describe.options(concurrency_group=CONTROL).remote()
+            refs = [ref for slot in self.slots for ref in (slot.progress_ref, slot.check_ref) if ref is not None]
+        if not refs:
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=STATUS_SECONDS)
+        done = set(ready)
+        for slot in list(self.slots):
+            if slot.progress_ref in done:
+                ref, slot.progress_ref = slot.progress_ref, None
+                try:
+                    running = ray.get(ref)
+                except Exception:
+                    running = None
+                    slot.healthy = False
+                with self.lock:
+                    slot.running = running
+            if slot.check_ref in done:
+                ref, slot.check_ref = slot.check_ref, None
+                try:
+                    info = ray.get(ref)
+                except self.ray.exceptions.ActorDiedError:  # killed for good (ray.kill): a new one takes its place
+                    self._replace(slot)
+                except Exception:
+                    pass  # restarting, or unreachable for now: asked again next time
+                else:
+                    with self.lock:
+                        self._describe(slot, info)
+                        slot.running = None
+
+    def _replace(self, slot: Slot) -> None:
+        with self.lock:
+            try:
+                slot.actor = self._new_actor(slot.index)
+            except ValueError:  # the dead actor's name not yet released: try again next time
+                return
+            slot.running = None
+            slot.last_error = f"{slot.name} was gone for good; started a new one"
+
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._poll()
+            except Exception as exc:  # never let status polling take the driver down
+                self.send("note", f"Ray worker status unavailable: {brief(exc)}")
+                self.stopping.wait(5.0)
+            self._flush_backlog()
+            self.send_states()
+            self.stopping.wait(STATUS_SECONDS)
+
+    def run(self) -> None:
+        threading.Thread(target=self.read_commands, name="commands", daemon=True).start()
+        try:
+            if self.connect() and self.start_workers():
+                self.serve()
+        finally:
+            if self.connected:
+                try:
+                    self.ray.shutdown()  # the actors belong to this driver: they end with it
+                except Exception:
+                    pass
+
+
+def ray_missing(error: BaseException, config_path: str) -> ConfigError:
+    """The one line a config asking for Ray gets when Ray cannot be imported."""
+    return ConfigError([f"{config_path}: executor.kind is ray, but Ray cannot be imported "
+                        f"({' '.join(str(error).split())}); {RAY_MISSING}"])
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of the child process: ``python -m pipeline.ray_driver FD``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM are the coordinator's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    conn = Connection(int(argv[1]))
+    try:
+        settings: DriverSettings = conn.recv()
+    except (EOFError, OSError):
+        return 0
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        conn.send(("fatal", ray_missing(exc, settings.config_path)))
+        return 2
+    Driver(conn, settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.stdout.flush()
+    os._exit(code)  # Ray's threads must not keep the process alive

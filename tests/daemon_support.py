@@ -20,9 +20,15 @@ from conftest import synthetic_photo, synthetic_style
 
 
 SLOW_PLUGIN = '''
-"""Test plugin: photos named slow* take PHOTOSTYLE_TEST_SLOW seconds in preprocess (honouring shutdown)."""
+"""Test plugin: photos named slow* wait in preprocess (honouring shutdown) until the test releases them.
+
+A photo is released when ``$PHOTOSTYLE_TEST_RELEASE/<its name>`` exists, so a test decides when the slow
+job ends (after it has queued what it needs behind it), whatever the machine's load; without a release it
+ends after ``$PHOTOSTYLE_TEST_SLOW`` seconds.
+"""
 import os
 import time
+from pathlib import Path
 
 from pipeline import hookimpl
 from pipeline.errors import Cancelled
@@ -31,9 +37,10 @@ from pipeline.errors import Cancelled
 @hookimpl
 def preprocess(image, ctx):
     seconds = float(os.environ.get("PHOTOSTYLE_TEST_SLOW", "0"))
+    release = Path(os.environ.get("PHOTOSTYLE_TEST_RELEASE", "/nonexistent")) / ctx.source.name
     if ctx.source.name.startswith("slow"):
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end and not release.exists():
             ctx.progress(int(10 * (1 - (end - time.monotonic()) / seconds)), 10, "sleeping")
             if ctx.should_stop():
                 raise Cancelled("stopped")
@@ -61,7 +68,7 @@ def daemon_config(folder: Path, presets: dict[str, dict[str, Any]] | None = None
                   slow: bool = False, **extra: Any) -> Path:
     """A config for daemon tests: random weights, tiny fast presets, short stability and rescan times.
 
-    ``slow``: load the test plugin that makes photos named ``slow*`` take ``$PHOTOSTYLE_TEST_SLOW`` seconds.
+    ``slow``: load the test plugin that holds photos named ``slow*`` until released (see ``SLOW_PLUGIN``).
     """
     folder.mkdir(parents=True, exist_ok=True)
     for name, seed in (("style.png", 1), ("style2.png", 2)):
@@ -126,15 +133,20 @@ class DaemonProcess:
                 continue
         return entries
 
-    def messages(self, msg: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.events() if entry.get("msg") == msg]
+    def messages(self, msg: str, under: Path | None = None) -> list[dict[str, Any]]:
+        """Log entries with this message; with ``under``, only those about a file in that folder (or below).
+
+        A test sharing one daemon with others looks only at its own inbox folder.
+        """
+        return [entry for entry in self.events() if entry.get("msg") == msg
+                and (under is None or Path(str(entry.get("file", ""))).is_relative_to(under))]
 
     def wait_log(self, pattern: str, timeout: float = 60, count: int = 1) -> None:
         wait_for(lambda: len(re.findall(pattern, self.text())) >= count, timeout, f"{count}x {pattern!r} in the log")
 
-    def wait_msg(self, msg: str, timeout: float = 60, count: int = 1) -> list[dict[str, Any]]:
-        return wait_for(lambda: (found := self.messages(msg)) and len(found) >= count and found, timeout,
-                        f"{count}x log message {msg!r}")
+    def wait_msg(self, msg: str, timeout: float = 60, count: int = 1, under: Path | None = None) -> list[dict[str, Any]]:
+        return wait_for(lambda: (found := self.messages(msg, under)) and len(found) >= count and found, timeout,
+                        f"{count}x log message {msg!r}" + (f" about files in {under}" if under else ""))
 
     def wait_ready(self, timeout: float = 90) -> None:
         self.wait_msg("watching", timeout)
@@ -167,3 +179,9 @@ class DaemonProcess:
 
 def files_under(folder: Path, pattern: str = "*") -> list[Path]:
     return sorted(p for p in folder.rglob(pattern) if p.is_file() and not p.name.startswith("."))
+
+
+def release(folder: Path, name: str) -> None:
+    """Let the slow job for photo ``name`` finish (the daemon runs with ``PHOTOSTYLE_TEST_RELEASE=folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).touch()

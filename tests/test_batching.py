@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from conftest import synthetic_photo
-from daemon_support import DaemonProcess, daemon_config, drop, jpeg_bytes
+from daemon_support import DaemonProcess, daemon_config, drop, jpeg_bytes, release
 from pipeline.app import load_app
 from pipeline.errors import PhotostyleError
 from pipeline.job import JobRequest
@@ -62,13 +62,16 @@ def test_batch_size_is_one_on_the_cpu_unless_configured(make_config) -> None:
 def test_the_daemon_batches_queued_photos_of_one_preset(tmp_path: Path) -> None:
     config = daemon_config(tmp_path / "p", watch={"batch_size": 3}, slow=True)
     root = config.parent
-    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "5"}) as daemon:
+    held = tmp_path / "release"
+    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "300", "PHOTOSTYLE_TEST_RELEASE": str(held)}) as daemon:
         daemon.wait_ready()
         drop(root / "inbox" / "slow.jpg", jpeg_bytes(1))
         daemon.wait_msg("started")
         for index in range(3):  # queued while the slow one runs
             drop(root / "inbox" / f"queued_{index}.jpg", jpeg_bytes(10 + index))
         drop(root / "inbox" / "other" / "elsewhere.jpg", jpeg_bytes(20))
+        daemon.wait_msg("queued", count=5)
+        release(held, "slow.jpg")
         daemon.wait_msg("done", count=5)
         assert daemon.stop(signal.SIGTERM) == 0
     started = {Path(e["file"]).name: e["batch"] for e in daemon.messages("started")}

@@ -21,6 +21,13 @@ STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
 @pytest.fixture(scope="module")
+def torchvision_vgg19() -> nn.Module:
+    """torchvision's own VGG19 with random weights (built once: its 120M-parameter classifier takes seconds)."""
+    torch.manual_seed(5)
+    return torchvision.models.vgg19(weights=None)
+
+
+@pytest.fixture(scope="module")
 def random_features() -> nn.Sequential:
     features = vgg19_features()
     init_like_torchvision(features, seed=0)
@@ -105,8 +112,8 @@ def test_style_blend_averages_gram_matrices(random_features: nn.Sequential) -> N
 
 # -- the network -------------------------------------------------------------------------------
 
-def test_layer_names_are_relu_outputs_of_torchvision_vgg19() -> None:
-    reference = torchvision.models.vgg19(weights=None).features
+def test_layer_names_are_relu_outputs_of_torchvision_vgg19(torchvision_vgg19: nn.Module) -> None:
+    reference = torchvision_vgg19.features
     assert len(LAYER_NAMES) == 16
     for name, index in LAYER_INDEX.items():
         assert isinstance(reference[index], nn.ReLU), name
@@ -160,9 +167,8 @@ def _input_output(features: nn.Sequential) -> torch.Tensor:
     return FeatureExtractor(features, ["conv2_1"])(x)["conv2_1"]
 
 
-def test_state_dict_saved_from_torchvision_vgg19_loads_from_a_path(tmp_path: Path) -> None:
-    torch.manual_seed(5)
-    reference = torchvision.models.vgg19(weights=None)
+def test_state_dict_saved_from_torchvision_vgg19_loads_from_a_path(tmp_path: Path, torchvision_vgg19: nn.Module) -> None:
+    reference = torchvision_vgg19
     path = tmp_path / "vgg19.pth"
     torch.save(reference.state_dict(), path)
     loaded = load_features(str(path))

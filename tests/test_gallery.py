@@ -210,22 +210,87 @@ def test_an_empty_outbox_gets_an_empty_gallery(config_file: Path, capsys: pytest
     assert "No results yet" in index.read_text()
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (Debian's chromium package)")
-def test_headless_chromium_renders_the_gallery(project: Project, tmp_path: Path) -> None:
-    shot = tmp_path / "shot.png"
+# Test-only probe appended to a copy of the page (the gallery itself has no script): once every image has
+# loaded or failed, it writes each one's decoded size and on-screen box into the DOM that --dump-dom prints.
+PROBE = """<script>
+addEventListener("load", async () => {
+  await Promise.all([...document.images].map(img => img.decode().catch(() => null)));
+  const found = [...document.images].map(img => {
+    const box = img.getBoundingClientRect();
+    return {src: img.getAttribute("src"), width: img.naturalWidth, height: img.naturalHeight,
+            box: [box.left, box.top, box.right, box.bottom]};
+  });
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(found);
+  document.body.append(out);
+});
+</script>"""
+
+
+def _chromium(page: Path, profile: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium at a fixed window, scale and colour profile, so two runs lay the page out alike."""
     command = [
         str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
-        project.index.as_uri(),
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+        "--force-device-scale-factor=1", "--force-color-profile=srgb", "--virtual-time-budget=10000",
+        f"--user-data-dir={profile}", "--window-size=1200,900", *options, page.as_uri(),
     ]
-    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _as_drawn(thumbnail: Path, width: int, height: int) -> np.ndarray:
+    """The thumbnail as CSS ``object-fit: cover`` draws it into a ``width`` x ``height`` box."""
+    with Image.open(thumbnail) as image:
+        image = image.convert("RGB")
+        scale = max(width / image.width, height / image.height)
+        size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+        return np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.float64)
+
+
+def test_headless_chromium_renders_the_gallery(project: Project, tmp_path: Path) -> None:
+    import html
+    import json
+    import os
+    import re
+
+    if not CHROMIUM.exists():
+        if os.environ.get("PHOTOSTYLE_REQUIRE_CHROMIUM"):  # .ci/run installed it: a skip would hide a failure
+            pytest.fail(f"{CHROMIUM} is missing although PHOTOSTYLE_REQUIRE_CHROMIUM is set")
+        pytest.skip(f"needs {CHROMIUM} (Debian's chromium package; .ci/run installs it)")
+    shot = tmp_path / "shot.png"
+    _chromium(project.index, tmp_path / "profile", f"--screenshot={shot}")
     assert shot.is_file(), "chromium wrote no screenshot"
     with Image.open(shot) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
     assert pixels.shape[:2] == (900, 1200)
     assert pixels.std() > 10, "a blank page"
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500, "no thumbnails drawn"
+
+    probed = project.outbox / ".probe.html"  # beside index.html, so the thumbnails' relative paths hold
+    probed.write_text(project.index.read_text().replace("</body>", PROBE + "</body>"))
+    try:
+        dumped = _chromium(probed, tmp_path / "profile", "--dump-dom")
+    finally:
+        probed.unlink()
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout, re.S)
+    assert found, f"the probe did not run: {dumped.stdout[-500:]} {dumped.stderr[-500:]}"
+    images = json.loads(html.unescape(found.group(1)))
+    cards = GalleryPage(project.index.read_text()).cards
+    assert [entry["src"] for entry in images] == [src for card in cards for src in card.images]
+    assert len(images) == 3 * len(project.outputs), "three thumbnails a card"
+    for entry in images:  # every thumbnail loaded, at its file's size, and is drawn where the page lays it out
+        thumbnail = _thumbnail_file(project.outbox, entry["src"])
+        with Image.open(thumbnail) as image:
+            assert (entry["width"], entry["height"]) == image.size, f"{entry['src']} did not load"
+        left, top, right, bottom = (round(value) for value in entry["box"])
+        assert right - left > 50 and bottom - top > 50 and bottom <= 900, f"{entry['src']} not in view: {entry}"
+        inset = 8  # the frame's rounded corners
+        drawn = pixels[top + inset:bottom - inset, left + inset:right - inset]
+        expected = _as_drawn(thumbnail, right - left, bottom - top)[inset:-inset, inset:-inset]
+        mismatch = np.abs(drawn - expected).mean()
+        assert mismatch < 6, f"{entry['src']} is not what the screenshot shows there (mean difference {mismatch:.1f})"
 
 
 # --- hostile outboxes: the outbox is a synced folder others write ----------------------------------

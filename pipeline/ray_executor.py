@@ -113,6 +113,8 @@ class RayExecutor(Executor):
         except PhotostyleError as exc:
             log.error("the Ray workers keep the previous config", extra={"fields": {"reason": exc}})
             return
+        if app.config.executor != self.options:
+            log.warning("executor settings take effect at the next start; the workers take the rest now")
         self._app, self._spec = app, spec
         self._send("reload", spec)
 
@@ -156,9 +158,8 @@ class RayExecutor(Executor):
     def abandon(self) -> None:
         with self._lock:
             waiting, self._resend = self._resend, []
-            for submission in waiting:  # not running anywhere: stopped before they started
-                self._finish(submission.batch_id, [Cancelled("stopped before it started")] * len(submission.requests),
-                             "ray")
+        for submission in waiting:  # not running anywhere: stopped before they started
+            self._finish(submission.batch_id, [Cancelled("stopped before it started")] * len(submission.requests), "ray")
         self._send("abandon")
 
     def shutdown(self, deadline: float) -> None:

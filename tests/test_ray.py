@@ -39,9 +39,9 @@ from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install -e '.[ray]')")
 
-# Photos named gated* wait in preprocess until the gate file exists (honouring shutdown), so a test can act
-# while a photo is in flight and then let it finish at once. The path is written into the module: plugins
-# travel to the workers as source, and the workers do not have the daemon's environment.
+# A photo named gated* waits in preprocess until GATE/<its name> exists (honouring shutdown), so a test can act
+# while it is in flight and then let it finish at once. The path is written into the module: plugins travel
+# to the workers as source, and the workers do not have the daemon's environment.
 GATE_PLUGIN = '''
 import os
 import time
@@ -54,7 +54,7 @@ GATE = {gate!r}
 
 @hookimpl
 def preprocess(image, ctx):
-    while ctx.source.name.startswith("gated") and not os.path.exists(GATE):
+    while ctx.source.name.startswith("gated") and not os.path.exists(os.path.join(GATE, ctx.source.name)):
         ctx.progress(1, 2, "waiting at the gate")
         if ctx.should_stop():
             raise Cancelled("stopped")
@@ -64,7 +64,13 @@ def preprocess(image, ctx):
 
 
 def gate_plugin(gate: Path) -> str:
+    gate.mkdir(parents=True, exist_ok=True)
     return GATE_PLUGIN.format(gate=str(gate))
+
+
+def open_gate(gate: Path, *names: str) -> None:
+    for name in names:
+        (gate / name).touch()
 
 
 # Photos named poison* kill the worker process that reads them.
@@ -377,7 +383,7 @@ def test_actors_killed_mid_photo_by_ray_kill_and_sigkill_lose_nothing(cluster: C
         wait_for(lambda: {Path(entry["file"]).name for entry in daemon.messages(
             "worker lost with the photo in flight; queued again")} >= {"gated_a.jpg", "gated_b.jpg"}, 60,
             "both gated photos to be requeued")
-        gate.touch()
+        open_gate(gate, "gated_a.jpg", "gated_b.jpg")
         daemon.wait_msg("done", timeout=240, count=4)
         time.sleep(1)
         assert daemon.stop() == 0
@@ -431,7 +437,7 @@ def test_process_on_ray_is_pixel_identical_to_local(cluster: ClusterHost, tmp_pa
 @needs_ray
 def test_cluster_unreachable_at_start_then_lost_while_running_waits_and_reconnects(
         cluster: ClusterHost, tmp_path: Path) -> None:
-    """Last in the module: it takes the shared cluster down twice and leaves it running again."""
+    """Last in the module: it takes the shared cluster down three times and leaves it down."""
     gate = tmp_path / "gate"
     config = ray_config(tmp_path / "p", cluster, gate_plugin(gate))
     root = config.parent
@@ -474,14 +480,22 @@ def test_cluster_unreachable_at_start_then_lost_while_running_waits_and_reconnec
             daemon.wait_msg("lost the Ray cluster; photos in flight will be sent again, reconnecting", timeout=60)
             assert daemon.process.poll() is None
             cluster.start()
-            gate.touch()
+            open_gate(gate, "gated.jpg")
             daemon.wait_msg("done", timeout=240, count=2)
             assert len(daemon.messages("connected to the Ray cluster")) == 2
-            time.sleep(1)
-            assert daemon.stop() == 0
+            assert_each_done_once(daemon, root, ["early.jpg", "gated.jpg"])
+
+            # Lost again with a photo in flight, and then SIGTERM: it is left queued for the next start.
+            drop(root / "inbox" / "gated_late.jpg", jpeg_bytes(102))
+            wait_for(lambda: "gated_late.jpg" in running_on(root).values(), 120, "the late photo to run")
+            cluster.kill()
+            daemon.wait_msg("lost the Ray cluster; photos in flight will be sent again, reconnecting", timeout=60,
+                            count=2)
+            assert daemon.stop(signal.SIGTERM) == 0
     finally:
         listening.set()
         listener.join()
         notify.close()
     assert "waiting for the Ray cluster" in "\n".join(statuses)
-    assert_each_done_once(daemon, root, ["early.jpg", "gated.jpg"])
+    assert (root / "inbox" / "gated_late.jpg").is_file() and ("gated_late.jpg", "queued") in ledger_rows(root)
+    assert daemon.messages("abandoned at shutdown; left queued for the next start")

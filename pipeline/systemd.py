@@ -39,7 +39,8 @@ class Notifier:
         if self._socket is None:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            self._socket.sendto("\n".join(lines).encode(), self.address)
+            # MSG_DONTWAIT: a listener that stopped reading must not stall the main loop
+            self._socket.sendto("\n".join(lines).encode(), socket.MSG_DONTWAIT, self.address)
         except OSError:
             pass  # systemd gone or socket full: never let notification break the daemon
 

@@ -24,6 +24,12 @@ from pipeline.weights import features_state_dict, load_features
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
+@pytest.fixture(autouse=True)
+def private_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a weights file keeps a trimmed copy in torch's cache: keep the user's cache out of tests."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
 @pytest.fixture(scope="module")
 def random_features() -> nn.Sequential:
     features = vgg19_features()

@@ -133,6 +133,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.device import configure_cpu_runtime
+
+    configure_cpu_runtime()  # before anything imports torch
     args = build_parser().parse_args(argv)
     _setup_logging()
     try:

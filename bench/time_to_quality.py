@@ -42,15 +42,17 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def baseline_snapshots(worker, photo: Path, size: int) -> tuple[float, dict[int, tuple[float, object]]]:
-    """Run the baseline on the worker's network and targets; the best image so far at each snapshot."""
+def engine_run(worker, photo: Path, size: int, settings, on_progress=None, record=None):
+    """The engine alone on the worker's network and cached style targets (as the vgg_style stage sets
+    it up); returns (seconds, result). ``record(x)`` sees every image evaluated."""
     import torch
 
     from pipeline.imageio import load_photo, resize_long_edge
-    from pipeline.nst.engine import EngineSettings, stylize
+    from pipeline.nst.engine import stylize
     from pipeline.nst.layer_names import min_side
     from pipeline.nst.layers import FeatureExtractor
     from pipeline.nst.objective import Objective
+    from pipeline.nst.schedule import EvaluationCosts
     from pipeline.tensors import image_to_tensor
     from plugins.vgg_style import network, objective_weights, preset_style_targets, style_long_edge
 
@@ -59,34 +61,49 @@ def baseline_snapshots(worker, photo: Path, size: int) -> tuple[float, dict[int,
     extractor = FeatureExtractor(network(worker.resources), weights.layers)
     image = load_photo(photo, worker.app.config.limits.max_pixels).image
     content = image_to_tensor(resize_long_edge(image, size, min_side(weights.layers)), worker.resources.device)
-    state: dict[str, object] = {"best": float("inf"), "best_image": None, "last": None, "count": 0}
-    snapshots: dict[int, tuple[float, object]] = {}
 
     def objective_at(level_content: torch.Tensor) -> Objective:
         targets = preset_style_targets(preset, extractor, worker.resources,
                                        style_long_edge(preset, max(level_content.shape[-2:])))
         objective = Objective(extractor, level_content, targets.targets, weights)
-        terms = objective.terms
+        if record is not None:
+            terms = objective.terms
 
-        def recording_terms(x: torch.Tensor):
-            state["last"] = x
-            return terms(x)
+            def recording_terms(x: torch.Tensor):
+                record(x)
+                return terms(x)
 
-        objective.terms = recording_terms  # type: ignore[method-assign]
+            objective.terms = recording_terms  # type: ignore[method-assign]
         return objective
 
+    costs = worker.resources.cache.setdefault(("evaluation-costs", "bench"), EvaluationCosts())
+    began = time.perf_counter()
+    result = stylize(content, objective_at, settings, min_side=min_side(weights.layers), on_progress=on_progress,
+                     costs=costs)
+    return time.perf_counter() - began, result
+
+
+def baseline_snapshots(worker, photo: Path, size: int) -> tuple[float, dict[int, tuple[float, object]]]:
+    """Run the baseline; the best image so far (what the engine would return) at each snapshot."""
+    from pipeline.nst.engine import EngineSettings
+
+    state: dict[str, object] = {"best": float("inf"), "best_image": None, "last": None}
+    snapshots: dict[int, tuple[float, object]] = {}
+    began = time.perf_counter()
+
+    def record(x) -> None:
+        state["last"] = x
+
     def on_progress(progress) -> None:
-        state["count"] = progress.evaluation
         if progress.loss.total < state["best"]:  # the engine keeps the best evaluated image
             state["best"] = progress.loss.total
             state["best_image"] = state["last"].detach().clone()  # type: ignore[union-attr]
         if progress.evaluation in SNAPSHOTS:
             snapshots[progress.evaluation] = (time.perf_counter() - began, state["best_image"].clone())  # type: ignore[union-attr]
 
-    settings = EngineSettings(iterations=BASELINE_EVALUATIONS, box="none")
-    began = time.perf_counter()
-    stylize(content, objective_at, settings, min_side=min_side(weights.layers), on_progress=on_progress)
-    return time.perf_counter() - began, snapshots
+    seconds, _ = engine_run(worker, photo, size, EngineSettings(iterations=BASELINE_EVALUATIONS, box="none"),
+                            on_progress=on_progress, record=record)
+    return seconds, snapshots
 
 
 def save_png(tensor, path: Path) -> Path:
@@ -104,6 +121,9 @@ def main() -> None:
     parser.add_argument("--preset", default="swirls", help="bundled preset whose settings are used")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--fractions", type=int, nargs="+", default=list(FRACTIONS), help="budgets of 1/N")
+    parser.add_argument("--shares", type=float, nargs="+", default=[],
+                        help="also compare these final_share values (the engine alone, interleaved) at each budget")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the --shares comparison")
     args = parser.parse_args()
     args.device, args.precision = "cpu", None
     from pipeline.device import configure_cpu_runtime
@@ -160,6 +180,25 @@ def main() -> None:
               f"(loadavg {load})", flush=True)
         if ok:
             reached.append((fraction, budget, wall))
+    if args.shares:
+        from plugins.vgg_style import engine_settings
+
+        print("\nsplitting a budget: the working size's share of the time (engine alone, loss of the 8-bit image):")
+        preset = app.config.presets["bench"]
+        for _ in range(args.rounds):
+            for fraction in sorted(args.fractions, reverse=True):
+                for share in args.shares:  # interleaved: load affects every share alike
+                    settings = engine_settings(preset)
+                    settings = type(settings)(**{**settings.__dict__, "time_budget": seconds / fraction,
+                                                 "final_share": share})
+                    load = loadavg()
+                    spent, result = engine_run(worker, photo, args.size, settings)
+                    loss = _score(config_path, save_png(result.image, folder / f"share-{fraction}-{share}.png"),
+                                  worker, photo)["total"]
+                    print(f"  1/{fraction:<3d} ({seconds / fraction:5.1f} s) final_share {share:4.2f}: {spent:5.1f} s  "
+                          f"loss {loss:.4g}  evaluations per level {list(result.level_evaluations)}  "
+                          f"(loadavg {load})", flush=True)
+
     print(f"\ndefault preset vs baseline: {seconds / default_seconds:.1f}x faster "
           f"(second photo, whole job {default_seconds:.1f} s vs {seconds:.1f} s of optimisation), "
           f"loss {default_loss:.4g} vs {target:.4g}")

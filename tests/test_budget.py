@@ -98,6 +98,16 @@ def test_first_photo_measures_costs_on_the_first_evaluations_and_keeps_the_worki
     assert costs.seconds[HALF] == pytest.approx(0.15) and costs.seconds[FULL] == pytest.approx(0.6)
 
 
+def test_a_slow_first_evaluation_does_not_make_the_coarse_level_look_unaffordable() -> None:
+    # the first evaluation at a new size takes 10x as long (allocations, kernel choice): judged on it, the
+    # coarse level's 3 s would buy 2 evaluations and it would be dropped after one
+    clock = [0.0]
+    budget = LevelBudget(10.0, [HALF, FULL], [60, 60], EvaluationCosts(), final_share=0.7, min_coarse=8,
+                         clock=lambda: clock[0])
+    coarse, final = simulate(budget, [0.15, 0.6], clock, warm_up=10.0)
+    assert coarse >= 8 and final >= 1
+
+
 def test_remembered_costs_skip_an_unaffordable_coarse_level_before_it_starts() -> None:
     clock = [0.0]
     costs = EvaluationCosts({HALF: 0.15, FULL: 0.6})

@@ -170,7 +170,8 @@ class LevelBudget:
         if done >= 2:
             self.costs.record(self.shapes[level], (self._stamps[-1] - self._stamps[0]) / (done - 1))
         elif self.costs.estimate(self.shapes[level]) is None:
-            self.costs.record(self.shapes[level], now - self._level_start)
+            self.costs.record(self.shapes[level], now - self._level_start)  # for the levels after this one
+            return False  # a first evaluation's time overstates the cost: decide on this level after the next
         if level == len(self.shapes) - 1:
             return False  # the working size runs to the deadline
         planned = self._plan(level, self.deadline - self._level_start)

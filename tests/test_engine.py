@@ -311,3 +311,19 @@ def test_optimising_does_not_import_the_compiler() -> None:
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_lbfgs_first_trial_step_moves_no_element_further_than_first_step() -> None:
+    start = torch.randn(1, 3, 6, 7, generator=torch.Generator().manual_seed(12))
+    x = start.clone().requires_grad_(True)
+    evaluated: list[torch.Tensor] = []
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+        x.grad = None
+        evaluated.append(x.detach().clone())
+        loss = 1e6 * _rosenbrock_like(x)  # a loss scale like the style objective's: torch's guess would be tiny
+        loss.backward()
+        return loss.detach(), x.grad
+
+    minimize(x, evaluate, 3, first_step=0.05)
+    assert float((evaluated[1] - evaluated[0]).abs().max()) == pytest.approx(0.05, rel=1e-5)

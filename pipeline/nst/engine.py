@@ -32,6 +32,10 @@ class EngineSettings:
     init: Literal["content", "noise"] = "content"  # start from the photo, or seeded uniform noise
     seed: int = 0  # seeds the noise init; with it, same input + device give the same output
     history_size: int = 100  # L-BFGS memory: more curvature pairs, fewer wasted evaluations
+    # The first line search's trial step moves no pixel by more than this (None: torch's min(1, 1/|g|_1),
+    # which moved pixels by 0.0004-0.001 and cost 3-4 evaluations per level growing the step; 0.05 gave
+    # a 1.6-2.2x lower loss after 10 evaluations at 128 px, measured over 0.02-0.2 on two styles).
+    first_step: float | None = 0.05
     # Coarse-to-fine: fractions of the working size to optimise first, each warm-starting the next
     # (the working size itself is always the last level); and each coarse level's evaluation budget.
     pyramid: tuple[float, ...] = ()
@@ -141,6 +145,7 @@ def optimize(
     budget: int,
     *,
     history_size: int = 100,
+    first_step: float | None = None,
     tolerance: float = 0.0,
     window: int = 20,
     deadline: float | None = None,
@@ -182,7 +187,7 @@ def optimize(
         return total.detach(), x.grad
 
     try:
-        minimize(x, evaluate, budget, history_size=history_size)
+        minimize(x, evaluate, budget, history_size=history_size, first_step=first_step)
     except _StopLevel:
         pass
     assert tracker.best_image is not None
@@ -233,8 +238,10 @@ def stylize(
         if min(_level_shape(content, scale)) >= min_side
     ] + [(1.0, settings.iterations)]
     shapes = [(*content.shape[:2], *_level_shape(content, scale)) for scale, _ in levels]
+    # reserve: with several levels, the loss at the initial image is evaluated at the end (a forward pass)
     plan = LevelBudget(settings.time_budget, shapes, [budget for _, budget in levels], costs,
-                       final_share=settings.final_share) if settings.time_budget else None
+                       final_share=settings.final_share, reserve=0.4 if len(levels) > 1 else 0.0,
+                       ) if settings.time_budget else None
     done = 0
     x: torch.Tensor | None = None
     spent: list[int] = []
@@ -264,7 +271,8 @@ def stylize(
                 on_progress(Progress(done, max(total, done), terms, level))
 
         tracker = optimize(
-            objective, start, budget, history_size=settings.history_size, tolerance=settings.tolerance,
+            objective, start, budget, history_size=settings.history_size, first_step=settings.first_step,
+            tolerance=settings.tolerance,
             window=settings.window, box=settings.box, on_evaluation=report, should_stop=should_stop,
             end_level=plan.evaluated if plan is not None else None,
         )

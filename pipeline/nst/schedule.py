@@ -113,7 +113,9 @@ class LevelBudget:
     Call :meth:`start` when a level begins (before building its objective, so that
     counts against the budget), then :meth:`evaluated` after each of its
     evaluations: it returns true when the level should stop. Each answer re-plans
-    the remaining levels with the time left and the latest costs.
+    the remaining levels with the time left and the latest costs. The working size
+    stops when one more evaluation would end past the deadline, so the budget is
+    an upper bound, not a target overshot by the last evaluation.
     """
 
     def __init__(
@@ -125,8 +127,11 @@ class LevelBudget:
         *,
         final_share: float = FINAL_SHARE,
         min_coarse: int = MIN_COARSE_EVALUATIONS,
+        reserve: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``reserve``: evaluations' worth of time to leave at the end (the caller's own final work)."""
+        self.reserve = reserve
         self.shapes = list(shapes)
         self.caps = list(caps)
         self.costs = costs if costs is not None else EvaluationCosts()
@@ -172,8 +177,9 @@ class LevelBudget:
         elif self.costs.estimate(self.shapes[level]) is None:
             self.costs.record(self.shapes[level], now - self._level_start)  # for the levels after this one
             return False  # a first evaluation's time overstates the cost: decide on this level after the next
-        if level == len(self.shapes) - 1:
-            return False  # the working size runs to the deadline
+        if level == len(self.shapes) - 1:  # the working size runs until another evaluation would not fit
+            cost = self.costs.estimate(self.shapes[level])
+            return cost is not None and now + cost * (1.0 + self.reserve) > self.deadline
         planned = self._plan(level, self.deadline - self._level_start)
         return planned is not None and done >= planned
 

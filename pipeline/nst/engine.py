@@ -272,11 +272,12 @@ def stylize(
 
         tracker = optimize(
             objective, start, budget, history_size=settings.history_size, first_step=settings.first_step,
-            tolerance=settings.tolerance,
-            window=settings.window, box=settings.box, on_evaluation=report, should_stop=should_stop,
-            end_level=plan.evaluated if plan is not None else None,
+            tolerance=settings.tolerance, window=settings.window, box=settings.box, on_evaluation=report,
+            should_stop=should_stop, end_level=plan.evaluated if plan is not None else None,
         )
         spent.append(tracker.evaluations)
+        if plan is not None:
+            plan.planned[level] = tracker.evaluations  # what it spent, for the progress total
         x = tracker.best_image
         previous = (level_content, x)
     assert tracker is not None and tracker.best is not None and x is not None and objective is not None

@@ -95,8 +95,8 @@ def _peak_memory(device: str, before_mb: float) -> dict[str, float]:
     return peak
 
 
-def _score(config_path: Path, output: Path) -> dict[str, float]:
-    """The seed's objective (fp32, working size) at a saved output."""
+def _score(config_path: Path, output: Path, worker: Any = None, photo: Path | None = None) -> dict[str, float]:
+    """The seed's objective (fp32, working size) at a saved output (``worker``: reuse its model and caches)."""
     import torch
 
     from pipeline.app import load_app
@@ -107,13 +107,14 @@ def _score(config_path: Path, output: Path) -> dict[str, float]:
     from pipeline.worker import Worker
     from plugins.vgg_style import network, objective_weights, preset_style_targets, style_long_edge
 
-    app = load_app(config_path)
+    if worker is None:
+        worker = Worker(load_app(config_path))
+    app = worker.app
     preset = app.config.presets["bench"]
-    worker = Worker(app)
     weights = objective_weights(preset)
     extractor = FeatureExtractor(network(worker.resources), weights.layers)
     result = load_photo(output, app.config.limits.max_pixels).image
-    photo = load_photo(Path(os.environ["BENCH_PHOTO"]), app.config.limits.max_pixels).image
+    photo = load_photo(photo or Path(os.environ["BENCH_PHOTO"]), app.config.limits.max_pixels).image
     content = image_to_tensor(resize_long_edge(photo, max(result.size)), worker.resources.device)
     assert tuple(content.shape[-2:]) == (result.size[1], result.size[0]), "scored at the working size"
     targets = preset_style_targets(preset, extractor, worker.resources, style_long_edge(preset, max(result.size)))
@@ -174,6 +175,10 @@ def _child(args: argparse.Namespace, run: str, size: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    sys.path.insert(0, str(REPO))
+    from pipeline.device import configure_cpu_runtime
+
+    configure_cpu_runtime()  # as the photostyle command does, before torch is imported
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="VGG19 state dict with trained filters")
     parser.add_argument("--photo", required=True)

@@ -8,6 +8,11 @@ chosen (see README, "Speed and memory"). Each candidate is a JSON object of
         --size 256 '{"iterations": 300}' \\
         '{"iterations": 40, "box": "ste", "pyramid": [0.5], "pyramid_iterations": [60], "bf16": true}'
 
+Candidates with a ``time_budget`` (and ``final_share``) compare ways of splitting a
+budget; ``--rounds`` repeats the whole list, interleaved, so machine load affects
+every candidate alike (the load average is printed on each line). The first run of
+each working size is a warm-up and is not printed.
+
 Use trained filters (``../shared/tools/hed_vgg19.py``): random weights converge differently.
 """
 
@@ -18,12 +23,17 @@ import json
 import time
 from pathlib import Path
 
-import torch
+from pipeline.device import configure_cpu_runtime
+
+configure_cpu_runtime()  # as the photostyle command does, before torch is imported
+
+import torch  # noqa: E402
 
 from pipeline.imageio import load_photo, resize_long_edge
 from pipeline.nst.engine import EngineSettings, stylize
 from pipeline.nst.layers import FeatureExtractor
 from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.nst.schedule import EvaluationCosts
 from pipeline.tensors import image_to_tensor, tensor_to_image
 from pipeline.weights import load_features
 
@@ -38,6 +48,7 @@ def main() -> None:
     parser.add_argument("--style", default=str(REPO / "styles" / "swirls.png"))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--style-weight", type=float, default=1e6)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")
     parser.add_argument("candidates", nargs="+", help="JSON objects of EngineSettings fields (+ bf16)")
     args = parser.parse_args()
 
@@ -56,18 +67,26 @@ def main() -> None:
         return Objective(extractor, level_content, targets[long_edge], weights, compute_dtype=dtype)
 
     scorer = objective_at(content)  # fp32, working size: the same yardstick for every candidate
+    costs = EvaluationCosts()  # kept between runs, as the worker keeps it between photos
     print(f"working size {content.shape[3]}x{content.shape[2]}, style {Path(args.style).name}, "
           f"{torch.get_num_threads()} threads")
-    for text in args.candidates:
+
+    def run(text: str) -> tuple[float, float, list[int]]:
         spec = json.loads(text)
         dtype = torch.bfloat16 if spec.pop("bf16", False) else None
         settings = EngineSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
         began = time.perf_counter()
-        result = stylize(content, lambda c, dtype=dtype: objective_at(c, dtype), settings, min_side=16)
+        result = stylize(content, lambda c, dtype=dtype: objective_at(c, dtype), settings, min_side=16, costs=costs)
         seconds = time.perf_counter() - began
         saved = image_to_tensor(tensor_to_image(result.image))  # what the user gets: clamped, 8-bit
-        score = scorer.evaluate(saved).total
-        print(f"{seconds:7.1f} s  loss {score:.3g}  evaluations {list(result.level_evaluations)}  {text}", flush=True)
+        return seconds, scorer.evaluate(saved).total, list(result.level_evaluations)
+
+    run('{"iterations": 3, "pyramid": [0.5], "pyramid_iterations": [3]}')  # warm-up: kernels for both sizes
+    for _ in range(args.rounds):
+        for text in args.candidates:
+            load = Path("/proc/loadavg").read_text().split()[0]
+            seconds, score, levels = run(text)
+            print(f"{seconds:7.1f} s  loss {score:.3g}  evaluations {levels}  {text}  (loadavg {load})", flush=True)
 
 
 if __name__ == "__main__":

@@ -175,6 +175,9 @@ def _quiet_closed_stdout() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.device import configure_cpu_runtime
+
+    configure_cpu_runtime()  # before anything imports torch
     try:
         args = build_parser().parse_args(argv)
         _setup_logging()

@@ -6,10 +6,19 @@ own download and cache (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``), so 
 machine that already has them needs nothing else. Offline machines import a file
 once with ``photostyle weights import FILE``, which validates it and places it in
 that same cache.
+
+Start-up: the classifier is 500 of the file's 548 MB, and unpickling it all took
+2.3 s here. So the first load keeps a trimmed copy of the ``features.*`` tensors
+(zip format, with the source's SHA-256) in ``<torch hub>/checkpoints/photostyle-features/``,
+keyed by the source's path, size, mtime and inode; later loads memory-map it,
+so only the pages of the layers a preset reaches are ever read, and the network
+is built on the meta device and takes those tensors as they are (no random
+initialisation to overwrite, no copy).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -70,7 +79,8 @@ def features_state_dict(state: Mapping[str, torch.Tensor], source: str) -> dict[
     Accepts a whole ``vgg19().state_dict()`` or one of ``vgg19().features``;
     raises :class:`WeightsError` naming the first missing or misshapen tensor.
     """
-    expected = vgg19_features().state_dict()
+    with torch.device("meta"):  # shapes only: no memory, no random initialisation
+        expected = vgg19_features().state_dict()
     prefix = "features." if any(key.startswith("features.") for key in state) else ""
     out: dict[str, torch.Tensor] = {}
     for key, tensor in expected.items():
@@ -98,24 +108,108 @@ def _download_torchvision() -> Mapping[str, torch.Tensor]:
         ) from None
 
 
+TRIMMED_FOLDER = "photostyle-features"
+_SHA256_KEY = "photostyle.source_sha256"  # the source file's SHA-256, stored in its trimmed copy
+
+
+def trimmed_path(source: Path) -> Path:
+    """Where the trimmed copy of ``source`` lives: named by the source's path, size, mtime and inode, so a
+    replaced or edited file gets a new copy (and one stat finds the copy)."""
+    info = source.stat()
+    key = f"{source.resolve()}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ino}".encode()
+    return Path(torch.hub.get_dir()) / "checkpoints" / TRIMMED_FOLDER / f"vgg19-{hashlib.sha256(key).hexdigest()[:20]}.pt"
+
+
+def _read_trimmed(source: Path) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The features and the source's SHA-256 from ``source``'s trimmed copy, memory-mapped; None if absent."""
+    path = trimmed_path(source)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        sha256 = state.pop(_SHA256_KEY)
+        return features_state_dict(state, str(path)), str(sha256)
+    except Exception as exc:  # damaged or foreign: made again from the source
+        log.warning("%s: unusable trimmed weights (%s); reading %s again", path, _brief(exc), source)
+        return None
+
+
+def _write_trimmed(source: Path, features: Mapping[str, torch.Tensor], sha256: str) -> None:
+    """Save the trimmed copy atomically; a cache that cannot be written only costs the next start time."""
+    path = trimmed_path(source)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".vgg19-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save({**{f"features.{k}": v for k, v in features.items()}, _SHA256_KEY: sha256}, tmp_name)
+            os.replace(tmp_name, path)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    except OSError as exc:
+        log.info("could not keep trimmed weights at %s (%s); the next start reads %s again", path, exc, source)
+
+
+def _read_features(source: Path) -> dict[str, torch.Tensor]:
+    """Only the ``features.*`` tensors of a state dict file, reading as little of it as the format allows."""
+    try:
+        if source.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(source), framework="pt", device="cpu") as handle:
+                keys = [k for k in handle.keys() if not k.startswith("classifier.")]
+                return features_state_dict({k: handle.get_tensor(k) for k in keys}, str(source))
+        state = torch.load(source, map_location="cpu", mmap=True, weights_only=True)
+    except WeightsError:
+        raise
+    except Exception:  # not a zip-format checkpoint (torchvision's own file is an old one): read it all
+        state = _read_state_dict(source)
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{source}: not a state dict (a {type(state).__name__}); {HOW_TO_FIX}")
+    # clone: the copy must not depend on the source file staying as it is while we run
+    return {k: v.clone() for k, v in features_state_dict(state, str(source)).items()}
+
+
+def _features_from(source: Path) -> dict[str, torch.Tensor]:
+    """The source's features: from its trimmed copy when there is one, else read once and trimmed."""
+    if not source.is_file():
+        raise WeightsError(f"{source}: weights file not found; {HOW_TO_FIX}")
+    found = _read_trimmed(source)
+    if found is not None:
+        _remember_identity(source, found[1])
+        return found[0]
+    features = _read_features(source)
+    sha256 = stable_file_hash(source)
+    _remember_identity(source, sha256)
+    _write_trimmed(source, features, sha256)
+    return features
+
+
 def load_features(weights: str, pooling: str = "max") -> nn.Sequential:
     """VGG19 ``features`` with the configured weights, in eval mode, on the CPU.
 
     ``weights`` is ``"torchvision"``, ``"random"`` or a path (see the config reference).
     """
-    features = vgg19_features(pooling)
     if weights == "random":
         log.warning("model.weights is 'random': results will not look like the style (for tests only)")
+        with torch.device("meta"):  # allocated empty, then filled once (no default initialisation first)
+            features = vgg19_features(pooling)
+        features = features.to_empty(device="cpu")
         init_like_torchvision(features, RANDOM_SEED)
+        return features.eval()
+    if weights == "torchvision":
+        source = cache_path()
+        if not source.is_file():
+            _download_torchvision()  # torchvision saves it at cache_path()
+            if not source.is_file():
+                raise WeightsError(f"ImageNet VGG19 weights are not cached at {source}; {HOW_TO_FIX}")
     else:
-        if weights == "torchvision":
-            cached = cache_path()
-            state = _read_state_dict(cached) if cached.is_file() else _download_torchvision()
-            source = str(cached)
-        else:
-            state = _read_state_dict(Path(weights))
-            source = weights
-        features.load_state_dict(features_state_dict(state, source))
+        source = Path(weights)
+    state = _features_from(source)
+    with torch.device("meta"):  # no parameters allocated or randomly initialised: the loaded ones are assigned
+        features = vgg19_features(pooling)
+    features.load_state_dict(state, assign=True)
     return features.eval()
 
 
@@ -141,14 +235,31 @@ def import_weights(source: Path) -> Path:
     return target
 
 
+_IDENTITIES: dict[tuple[str, int, int], str] = {}
+
+
+def _remember_identity(path: Path, sha256: str) -> None:
+    info = path.stat()
+    _IDENTITIES[(str(path.resolve()), info.st_size, info.st_mtime_ns)] = sha256
+
+
 def weights_identity(weights: str) -> str:
-    """A short identity for the weights in use (records which network produced a result)."""
+    """A short identity for the weights in use (records which network produced a result).
+
+    The SHA-256 of the file, read from its trimmed copy when there is one: hashing
+    548 MB again at every start cost 0.3–1.2 s here.
+    """
     if weights == "random":
         return f"random:seed{RANDOM_SEED}"
     path = cache_path() if weights == "torchvision" else Path(weights)
     if not path.is_file():
         return f"{weights}:missing"
-    return f"sha256:{stable_file_hash(path)[:16]}"
+    info = path.stat()
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+    if key not in _IDENTITIES:
+        found = _read_trimmed(path)
+        _IDENTITIES[key] = found[1] if found is not None else stable_file_hash(path)
+    return f"sha256:{_IDENTITIES[key][:16]}"
 
 
 #: What ``weights status`` suggests: unlike HOW_TO_FIX, it does not send the user back to ``weights status``.

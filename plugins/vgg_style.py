@@ -24,6 +24,7 @@ from pipeline.nst.engine import EngineSettings, Progress, initial_image, stylize
 from pipeline.nst.layer_names import min_side
 from pipeline.nst.layers import FeatureExtractor
 from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.nst.schedule import EvaluationCosts
 from pipeline.tensors import image_to_tensor, tensor_to_image
 from pipeline.fingerprint import stable_file_hash
 from pipeline.style_cache import Lookup, StyleTargetCache, targets_key
@@ -199,8 +200,10 @@ def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: i
     def report(progress: Progress) -> None:
         ctx.progress(progress.evaluation, progress.budget, f"loss {progress.loss.total:.4g}")
 
+    # measured seconds per evaluation, kept by the worker: a time budget is planned with known costs
+    costs = ctx.resources.cache.setdefault(("evaluation-costs", ctx.device, str(dtype)), EvaluationCosts())
     result = run_engine(content, objective_at, settings, min_side=smallest, on_progress=report,
-                        should_stop=ctx.should_stop)
+                        should_stop=ctx.should_stop, costs=costs)
     # Every photo's own figures, at the working size, in full precision: where it started, what is saved.
     scorer = Objective(extractor, content, objectives[-1].style_targets, weights)
     initial = scorer.evaluate_each(initial_image(content, settings.init, settings.seed))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from torch import nn
 
 from pipeline.errors import Cancelled, WeightsError
 from pipeline.nst.engine import EngineSettings, stylize
+from pipeline.nst.lbfgs import minimize
 from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
 from pipeline.nst.layer_names import LAYER_INDEX, LAYER_NAMES
 from pipeline.nst.losses import content_loss, gram_matrix, style_layer_loss, total_variation
@@ -18,6 +22,12 @@ from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
 from pipeline.weights import features_state_dict, load_features
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+@pytest.fixture(autouse=True)
+def private_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a weights file keeps a trimmed copy in torch's cache: keep the user's cache out of tests."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +257,79 @@ def test_should_stop_cancels_the_run(random_features: nn.Sequential) -> None:
     with pytest.raises(Cancelled):
         stylize(content, lambda level: objective, EngineSettings(iterations=50), should_stop=stop)
     assert len(calls) == 2
+
+
+def _rosenbrock_like(x: torch.Tensor) -> torch.Tensor:
+    a = torch.linspace(0.5, 1.5, x.numel()).reshape(x.shape)
+    return ((x - a) ** 2).sum() + 3.0 * ((x[..., 1:] - x[..., :-1] ** 2) ** 2).sum() + 0.1 * (x**4).sum()
+
+
+@pytest.mark.parametrize("max_evals", [7, 40])
+def test_lbfgs_takes_the_same_steps_as_torch_optim_lbfgs(max_evals: int) -> None:
+    start = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(11))
+    ours_losses: list[float] = []
+    x = start.clone().requires_grad_(True)
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+        x.grad = None
+        loss = _rosenbrock_like(x)
+        loss.backward()
+        ours_losses.append(float(loss.detach()))
+        return loss.detach(), x.grad
+
+    minimize(x, evaluate, max_evals, history_size=5)
+
+    reference_losses: list[float] = []
+    y = start.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([y], lr=1.0, max_iter=max_evals, max_eval=max_evals, history_size=5,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = _rosenbrock_like(y)
+        loss.backward()
+        reference_losses.append(float(loss.detach()))
+        return loss
+
+    optimizer.step(closure)
+    assert len(ours_losses) == len(reference_losses) > 5
+    assert ours_losses == pytest.approx(reference_losses, rel=1e-5)
+    assert torch.allclose(x.detach(), y.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_optimising_does_not_import_the_compiler() -> None:
+    # torch.optim's optimisers import torch._dynamo when built: seconds before the first evaluation
+    script = textwrap.dedent("""
+        import sys, torch
+        from pipeline.nst.engine import EngineSettings, stylize
+        from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+        from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
+        features = vgg19_features()
+        init_like_torchvision(features, seed=0)
+        weights = ObjectiveWeights(1.0, 1e5, 0.0, ("conv2_1",), ("conv1_1",), (1.0,))
+        extractor = FeatureExtractor(features.eval(), weights.layers)
+        content = torch.rand(1, 3, 16, 16)
+        targets = style_targets(extractor, [torch.rand(1, 3, 16, 16)], [1.0], ("conv1_1",))
+        stylize(content, lambda c: Objective(extractor, c, targets, weights), EngineSettings(iterations=3))
+        print("torch._dynamo" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_lbfgs_first_trial_step_moves_no_element_further_than_first_step() -> None:
+    start = torch.randn(1, 3, 6, 7, generator=torch.Generator().manual_seed(12))
+    x = start.clone().requires_grad_(True)
+    evaluated: list[torch.Tensor] = []
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+        x.grad = None
+        evaluated.append(x.detach().clone())
+        loss = 1e6 * _rosenbrock_like(x)  # a loss scale like the style objective's: torch's guess would be tiny
+        loss.backward()
+        return loss.detach(), x.grad
+
+    minimize(x, evaluate, 3, first_step=0.05)
+    assert float((evaluated[1] - evaluated[0]).abs().max()) == pytest.approx(0.05, rel=1e-5)

@@ -1,10 +1,18 @@
 """Style targets (per-layer Gram matrices) computed once, kept in memory and on disk.
 
-A style's targets depend only on the style image(s) and blend weights, the size
-they are seen at, the layer set, the pooling and the network weights, never on
-the photo. So the second photo of a preset spends nothing on its style, and a
-restarted daemon reads them back from ``state/cache/style-targets/`` instead of
-running the network over the style image again.
+A style's targets depend on the style image(s) and blend weights, the size they
+are seen at, the layer set, the pooling and the network weights. So the second
+photo of a preset spends nothing on its style, and a restarted daemon reads them
+back from ``state/cache/style-targets/`` instead of running the network over the
+style image again.
+
+Colour preservation that prepares the style for the photo (``preserve_color:
+histogram`` recolours it to the photo's colour mean and covariance, ``luminance``
+matches its luminance to the photo's) makes the targets depend on the photo's
+rounded colour statistics too; they join the key (``colour``). The cost: in those
+modes a photo reuses targets only from a photo with the same rounded statistics
+(the same photo again, in practice), so the second photo of a preset computes its
+own, one forward pass over the style image per pyramid level.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,10 +37,16 @@ Targets = dict[str, torch.Tensor]
 
 
 def targets_key(*, styles: list[tuple[str, float]], long_edge: int, layers: tuple[str, ...], pooling: str,
-                weights: str) -> str:
-    """A stable name for one set of targets: everything that determines them, hashed."""
-    document = {"styles": styles, "long_edge": long_edge, "layers": list(layers), "pooling": pooling,
-                "weights": weights, "version": 1}
+                weights: str, colour: list[Any] | None = None) -> str:
+    """A stable name for one set of targets: everything that determines them, hashed.
+
+    ``colour``: how the style was prepared for a photo (the colour mode, its method and
+    the photo's rounded colour statistics); None when the style is used as it is.
+    """
+    document: dict[str, Any] = {"styles": styles, "long_edge": long_edge, "layers": list(layers),
+                                "pooling": pooling, "weights": weights, "version": 1}
+    if colour is not None:  # absent otherwise, so targets cached before colour keys existed stay valid
+        document["colour"] = colour
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:32]
 
 

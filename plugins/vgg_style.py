@@ -29,6 +29,7 @@ from pipeline.tensors import image_to_tensor, tensor_to_image
 from pipeline.fingerprint import stable_file_hash
 from pipeline.style_cache import Lookup, StyleTargetCache, targets_key
 from pipeline.weights import load_features, weights_identity
+from plugins.color import PREPARED_MODES, StylePreparation, style_preparation
 
 
 # Working memory of one optimisation (activations, gradients, up to 60 L-BFGS history pairs) per
@@ -78,21 +79,31 @@ def style_long_edge(preset: Any, content_long_edge: int) -> int:
 
 
 def preset_style_targets(
-    preset: Any, extractor: FeatureExtractor, resources: WorkerResources, long_edge: int
+    preset: Any, extractor: FeatureExtractor, resources: WorkerResources, long_edge: int,
+    preparation: StylePreparation | None = None,
 ) -> Lookup:
-    """The preset's style Gram matrices at ``long_edge``: from memory, disk, or computed once."""
+    """The preset's style Gram matrices at ``long_edge``: from memory, disk, or computed once.
+
+    With a colour mode that prepares the style (``preparation``: recoloured to the
+    photo's colours, or reduced to its luminance), the targets depend on the photo's
+    rounded colour statistics too, and are cached under them.
+    """
     refs = preset.style_images
     model = resources.config.model
     key = targets_key(
         styles=[(stable_file_hash(ref.image), ref.weight) for ref in refs], long_edge=long_edge,
         layers=tuple(preset.style_layers), pooling=model.pooling, weights=weights_identity(model.weights),
+        colour=None if preparation is None else preparation.key,
     )
 
     def compute() -> dict[str, torch.Tensor]:
         max_pixels = resources.config.limits.max_pixels
+        prepare_style = (lambda image: image) if preparation is None else preparation.style
         images = [
             image_to_tensor(
-                resize_long_edge(load_photo(ref.image, max_pixels).image, long_edge, min_side(preset.style_layers)),
+                prepare_style(
+                    resize_long_edge(load_photo(ref.image, max_pixels).image, long_edge, min_side(preset.style_layers))
+                ),
                 resources.device,
             )
             for ref in refs
@@ -100,6 +111,18 @@ def preset_style_targets(
         return style_targets(extractor, images, [ref.weight for ref in refs], preset.style_layers)
 
     return style_cache(resources).get(key, resources.device, compute)
+
+
+def stacked_targets(lookups: list[Lookup]) -> dict[str, torch.Tensor]:
+    """One photo's targets (N, N) per layer, or each photo's stacked (B, N, N) when they differ.
+
+    The style loss compares every photo's Gram matrix (B, N, N) with its target by
+    broadcasting, so a batch whose photos have their own targets (a colour mode
+    that depends on the photo) still runs as one optimisation.
+    """
+    if len(lookups) == 1 or all(lookup.targets is lookups[0].targets for lookup in lookups):
+        return lookups[0].targets
+    return {layer: torch.stack([lookup.targets[layer] for lookup in lookups]) for layer in lookups[0].targets}
 
 
 def engine_settings(preset: Any) -> EngineSettings:
@@ -141,6 +164,8 @@ def prepare(preset_name: str, preset: Any, resources: WorkerResources) -> None:
     """
     weights = objective_weights(preset)
     extractor = FeatureExtractor(network(resources), weights.layers)
+    if getattr(preset, "preserve_color", "none") in PREPARED_MODES:
+        return  # its style targets depend on each photo's colours
     for scale in [*preset.schedule.pyramid, 1.0]:
         preset_style_targets(preset, extractor, resources, style_long_edge(preset, round(preset.size * scale)))
 
@@ -183,18 +208,27 @@ def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: i
     weights = objective_weights(preset)
     extractor = FeatureExtractor(network(ctx.resources), weights.layers)
     smallest = min_side(weights.layers)
-    content = torch.cat([image_to_tensor(resize_long_edge(image, size, smallest), ctx.device) for image in images])
+    working = [resize_long_edge(image, size, smallest) for image in images]
+    # A colour mode may change what the network sees, per photo (plugins.color.style_preparation).
+    mode = getattr(preset, "preserve_color", "none")
+    preparations = [style_preparation(mode, image) for image in working]
+    content = torch.cat([
+        image_to_tensor(image if preparation is None else preparation.content(image), ctx.device)
+        for image, preparation in zip(working, preparations, strict=True)
+    ])
     settings = engine_settings(preset)
     dtype = compute_dtype(preset.precision, ctx.device)
     lookups: list[Lookup] = []
     objectives: list[Objective] = []
 
     def objective_at(level_content: torch.Tensor) -> Objective:
-        lookup = preset_style_targets(
-            preset, extractor, ctx.resources, style_long_edge(preset, max(level_content.shape[-2:]))
-        )
-        lookups.append(lookup)
-        objectives.append(Objective(extractor, level_content, lookup.targets, weights, compute_dtype=dtype))
+        long_edge = style_long_edge(preset, max(level_content.shape[-2:]))
+        level = [preset_style_targets(preset, extractor, ctx.resources, long_edge, preparations[0])]
+        if any(preparation is not None for preparation in preparations[1:]):
+            level += [preset_style_targets(preset, extractor, ctx.resources, long_edge, preparation)
+                      for preparation in preparations[1:]]
+        lookups.extend(level)
+        objectives.append(Objective(extractor, level_content, stacked_targets(level), weights, compute_dtype=dtype))
         return objectives[-1]
 
     def report(progress: Progress) -> None:

@@ -24,7 +24,7 @@ import plugins.resize
 from pipeline.cli import main
 from pipeline.context import JobContext, WorkerResources
 from pipeline.imageio import load_photo
-from plugins.color import luminance_transfer, match_histograms
+from plugins.color import luminance, luminance_after, match_channels, with_photo_chroma
 from plugins.watermark import WatermarkOptions, apply_watermark
 
 ORIENTATION = 0x0112
@@ -148,7 +148,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> SharedRuns:
     return SharedRuns(tmp_path_factory.mktemp("shared"))
 
 
-# --- colour: luminance -------------------------------------------------------------------------
+# --- colour: luminance_after (post-hoc; the transfer modes are in test_color.py) -----------------
 
 
 def check_luminance_result(result: Image.Image, photo: Image.Image, stylized: Image.Image) -> None:
@@ -163,21 +163,21 @@ def check_luminance_result(result: Image.Image, photo: Image.Image, stylized: Im
     assert np.abs(out[..., 0] - src[..., 0]).mean() > 10
 
 
-def test_luminance_transfer_keeps_photo_colours_and_stylised_structure() -> None:
+def test_luminance_after_keeps_photo_colours_and_stylised_structure() -> None:
     photo, stylized = photo_and_stylized()
-    result = luminance_transfer(stylized, photo)
+    result = luminance_after(stylized, photo)
     assert result.mode == "RGB" and result.size == photo.size
     check_luminance_result(result, photo, stylized)
 
 
-def test_luminance_transfer_of_a_flat_result_does_not_divide_by_zero() -> None:
+def test_luminance_after_of_a_flat_result_does_not_divide_by_zero() -> None:
     photo, _ = photo_and_stylized()
-    result = luminance_transfer(Image.new("RGB", photo.size, (90, 90, 90)), photo)
+    result = luminance_after(Image.new("RGB", photo.size, (90, 90, 90)), photo)
     y = ycbcr(result)[..., 0]
     assert np.isfinite(y).all() and abs(y.mean() - ycbcr(photo)[..., 0].mean()) < 2
 
 
-# --- colour: histogram -------------------------------------------------------------------------
+# --- colour: channels (per-channel histogram matching) --------------------------------------------
 
 
 def check_histograms_match(
@@ -190,9 +190,9 @@ def check_histograms_match(
         assert np.abs(np.percentile(got, quantiles) - np.percentile(want, quantiles)).max() <= 4, channel
 
 
-def test_match_histograms_adopts_the_photos_distribution() -> None:
+def test_match_channels_adopts_the_photos_distribution_per_channel() -> None:
     photo, stylized = photo_and_stylized()
-    result = match_histograms(stylized, photo)
+    result = match_channels(stylized, photo)
     assert result.mode == "RGB" and result.size == photo.size
     check_histograms_match(result, photo)
     assert np.abs(arr(result) - arr(photo)).mean() > 10  # a remapped result, not a copy of the photo
@@ -201,12 +201,12 @@ def test_match_histograms_adopts_the_photos_distribution() -> None:
         assert np.corrcoef(arr(result)[..., channel].ravel(), arr(stylized)[..., channel].ravel())[0, 1] > 0.9
 
 
-def test_match_histograms_stays_within_the_photos_range() -> None:
+def test_match_channels_stays_within_the_photos_range() -> None:
     """The brightest result pixels get the photo's brightest value, not pure white (and likewise dark)."""
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(40, 200, (30, 40, 3), dtype=np.uint8))
     stylized = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
-    result = arr(match_histograms(stylized, photo))
+    result = arr(match_channels(stylized, photo))
     assert result.min() == 40 and result.max() == 199
 
 
@@ -220,7 +220,21 @@ def test_color_none_leaves_the_result_unchanged() -> None:
     assert np.array_equal(np.asarray(result), before)
 
 
-@pytest.mark.parametrize("mode", ["luminance", "histogram"])
+def test_color_histogram_hook_leaves_the_result_alone() -> None:
+    """``histogram`` is done before the transfer (the style is recoloured); nothing is left to do after."""
+    photo, stylized = photo_and_stylized()
+    result = plugins.color.postprocess(stylized, context(SimpleNamespace(preserve_color="histogram"), original=photo))
+    assert np.array_equal(np.asarray(result), np.asarray(stylized))
+
+
+FINISH = {
+    "luminance": lambda result, photo: with_photo_chroma(luminance(result), photo),
+    "luminance_after": luminance_after,
+    "channels": match_channels,
+}
+
+
+@pytest.mark.parametrize("mode", sorted(FINISH))
 def test_color_hook_uses_the_photo_at_the_results_size(mode: str) -> None:
     """The job keeps the full-size photo; the hook must scale it to the (smaller) stylised result."""
     photo, stylized = photo_and_stylized((128, 96))
@@ -228,8 +242,8 @@ def test_color_hook_uses_the_photo_at_the_results_size(mode: str) -> None:
     result = plugins.color.postprocess(small, context(SimpleNamespace(preserve_color=mode), original=photo))
     assert result.size == (64, 48)
     reference = photo.resize((64, 48), Image.Resampling.LANCZOS)
-    expected = luminance_transfer(small, reference) if mode == "luminance" else match_histograms(small, reference)
-    assert np.array_equal(np.asarray(result), np.asarray(expected))
+    assert np.array_equal(np.asarray(result), np.asarray(FINISH[mode](small, reference)))
+    assert not np.array_equal(np.asarray(result), np.asarray(small))
 
 
 # --- resize ------------------------------------------------------------------------------------
@@ -360,21 +374,21 @@ def test_watermark_options_need_exactly_one_source(tmp_path: Path) -> None:
 
 def test_end_to_end_colour_modes(shared: SharedRuns) -> None:
     none = shared.run("none", {})
-    lum = shared.run("luminance", {"preserve_color": "luminance"})
-    hist = shared.run("histogram", {"preserve_color": "histogram"})
+    lum = shared.run("luminance_after", {"preserve_color": "luminance_after"})
+    hist = shared.run("channels", {"preserve_color": "channels"})
 
     assert none.size == lum.size == hist.size == (32, 24)
     photo = shared.original(none.size)
     assert np.abs(arr(none) - arr(photo)).mean() > 10  # the style stage did change the picture
 
     check_luminance_result(lum, photo, none)
-    assert np.abs(arr(lum) - arr(luminance_transfer(none, photo))).max() <= 1
+    assert np.abs(arr(lum) - arr(luminance_after(none, photo))).max() <= 1
 
     # A few hundred pixels, and the network's output clips to 0/255 in clumps of equal values that a
     # value-to-value remapping cannot split: compare the distribution away from the extreme tails.
     check_histograms_match(hist, photo, quantiles=(5, 10, 25, 50, 75, 90, 95))
     assert np.abs(arr(hist) - arr(none)).mean() > 5 and np.abs(arr(hist) - arr(photo)).mean() > 5
-    assert np.abs(arr(hist) - arr(match_histograms(none, photo))).max() <= 1
+    assert np.abs(arr(hist) - arr(match_channels(none, photo))).max() <= 1
 
 
 def test_end_to_end_resize(shared: SharedRuns) -> None:

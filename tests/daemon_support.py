@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from conftest import synthetic_photo, synthetic_style
+from conftest import one_scale, synthetic_photo, synthetic_style
 
 
 SLOW_PLUGIN = '''
@@ -80,8 +80,8 @@ def daemon_config(folder: Path, presets: dict[str, dict[str, Any]] | None = None
         "default_preset": "tiny",
         "watch": {"stable_seconds": 0.4, "rescan_seconds": 30, "shutdown_timeout": 5, **(watch or {})},
         "presets": presets or {
-            "tiny": {"style": "style.png", "size": 24, "iterations": 2},
-            "other": {"style": "style2.png", "size": 24, "iterations": 2},
+            "tiny": {"style": "style.png", "size": 24, "iterations": 2, "schedule": one_scale()},
+            "other": {"style": "style2.png", "size": 24, "iterations": 2, "schedule": one_scale()},
         },
         "plugins": {"disabled": ["gallery"]},
     }

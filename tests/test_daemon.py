@@ -196,7 +196,7 @@ def test_kill_9_during_a_job_then_restart_does_every_photo_exactly_once(
     for index, name in enumerate(names):
         path = drop(root / "inbox" / name, jpeg_bytes(40 + index))
         os.utime(path, (2_000_000 + index, 2_000_000 + index))
-    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "30"}) as daemon:
+    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "600"}) as daemon:  # killed long before
         daemon.wait_msg("started")
         wait_for(lambda: (root / "state" / "status.json").exists() and "slow_first" in
                  (root / "state" / "status.json").read_text(), 60, "status to show the running job")

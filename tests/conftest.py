@@ -29,6 +29,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 
 
+def one_scale() -> dict[str, Any]:
+    """A schedule without a coarse pyramid level (the default one adds 60 evaluations where the size allows).
+
+    A fresh dict each time: YAML would write a shared one as an anchor and aliases.
+    """
+    return {"pyramid": [], "pyramid_iterations": []}
+
+
 def synthetic_photo(size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
     """A photo-like RGB image: smooth gradients, a bright disc and some noise."""
     width, height = size
@@ -54,7 +62,7 @@ def synthetic_style(size: tuple[int, int] = (64, 64), seed: int = 1) -> Image.Im
 
 
 def write_config(folder: Path, extra: dict[str, Any] | None = None, preset: dict[str, Any] | None = None) -> Path:
-    """A valid tiny config in ``folder``: random weights, 32 px, 3 evaluations, a generated style."""
+    """A valid tiny config in ``folder``: random weights, 32 px, 3 evaluations, one scale, a generated style."""
     folder.mkdir(parents=True, exist_ok=True)
     style = folder / "style.png"
     if not style.exists():
@@ -63,7 +71,8 @@ def write_config(folder: Path, extra: dict[str, Any] | None = None, preset: dict
         "device": "cpu",
         "model": {"weights": "random"},
         "default_preset": "tiny",
-        "presets": {"tiny": {"style": "style.png", "size": 32, "iterations": 3, **(preset or {})}},
+        "presets": {"tiny": {"style": "style.png", "size": 32, "iterations": 3, "schedule": one_scale(),
+                             **(preset or {})}},
     }
     data.update(extra or {})
     path = folder / "config.yaml"

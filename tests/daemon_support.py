@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from conftest import synthetic_photo, synthetic_style
+from conftest import one_scale, synthetic_photo, synthetic_style
 
 
 SLOW_PLUGIN = '''
@@ -81,8 +81,8 @@ def daemon_config(folder: Path, presets: dict[str, dict[str, Any]] | None = None
         "watch": {"stable_seconds": 0.4, "rescan_seconds": 30, "shutdown_timeout": 5, "incomplete_grace": 0,
                   **(watch or {})},
         "presets": presets or {
-            "tiny": {"style": "style.png", "size": 24, "iterations": 2},
-            "other": {"style": "style2.png", "size": 24, "iterations": 2},
+            "tiny": {"style": "style.png", "size": 24, "iterations": 2, "schedule": one_scale()},
+            "other": {"style": "style2.png", "size": 24, "iterations": 2, "schedule": one_scale()},
         },
         "plugins": {"disabled": ["gallery"]},
     }

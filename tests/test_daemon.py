@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import synthetic_photo
+from conftest import one_scale, synthetic_photo
 from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg_bytes, release, wait_for
 from pipeline.cli import main
 
@@ -53,9 +53,10 @@ class SharedDaemon:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDaemon]:
-    tiny = {"style": "style.png", "size": 24, "iterations": 2}
+    presets = {name: {"style": "style.png", "size": 24, "iterations": 2, "schedule": one_scale()}
+               for name in ("tiny", *SHARED_PRESETS)}
     config = daemon_config(
-        tmp_path_factory.mktemp("shared") / "p", presets={"tiny": tiny, **{name: tiny for name in SHARED_PRESETS}},
+        tmp_path_factory.mktemp("shared") / "p", presets=presets,
         watch={"stable_seconds": 2, "empty_timeout": 2, "retry_seconds": 0.5}, limits={"max_pixels": 10_000_000},
         slow=True,
     )
@@ -195,7 +196,7 @@ def test_kill_9_during_a_job_then_restart_does_every_photo_exactly_once(
     for index, name in enumerate(names):
         path = drop(root / "inbox" / name, jpeg_bytes(40 + index))
         os.utime(path, (2_000_000 + index, 2_000_000 + index))
-    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "30"}) as daemon:
+    with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "600"}) as daemon:  # killed long before
         daemon.wait_msg("started")
         wait_for(lambda: (root / "state" / "status.json").exists() and "slow_first" in
                  (root / "state" / "status.json").read_text(), 60, "status to show the running job")
@@ -439,7 +440,7 @@ def test_service_unit_dry_run_and_user_install(tmp_path: Path, capsys: pytest.Ca
 
 def test_a_style_image_dropped_into_the_styles_folder_becomes_a_preset_while_running(tmp_path: Path) -> None:
     # A styles-folder preset takes everything but its style from preset_defaults: keep it tiny (not 512 px).
-    tiny_defaults = {"size": 32, "iterations": 3, "schedule": {"pyramid": [], "pyramid_iterations": []}}
+    tiny_defaults = {"size": 32, "iterations": 3, "schedule": one_scale()}
     config = daemon_config(tmp_path / "p", preset_defaults=tiny_defaults)
     root = config.parent
     (root / "styles").mkdir()

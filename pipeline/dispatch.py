@@ -181,7 +181,7 @@ class Dispatcher:
             log.info("deleted before it was processed", extra={"fields": item.fields})
         except (FileChanged, NotAPhotoFile) as exc:
             self._drop_unrun(item)
-            log.info("changed or replaced while queued; taking it again",
+            log.info("changed while queued; taking it again",
                      extra={"fields": {**item.fields, "reason": exc.strerror}})
             self._retake(item.path)
         except OSError as exc:

@@ -110,7 +110,8 @@ def test_slow_writes_and_renamed_temp_files_are_taken_once_complete(shared: Shar
     assert not daemon.messages("queued", inbox), "nothing may be taken before it is complete"
     part = inbox / "renamed.jpg.part"
     part.write_bytes(jpeg_bytes(8))
-    time.sleep(2)
+    daemon.wait_msg("queued", under=inbox)
+    time.sleep(2)  # time enough for the .part file to be taken, were it wrongly taken
     assert [Path(e["file"]).name for e in daemon.messages("queued", inbox)] == ["copying.jpg"]
     part.rename(inbox / "renamed.jpg")
     daemon.wait_msg("done", count=2, under=inbox)

@@ -42,8 +42,10 @@ from pipeline.hookspecs import hookimpl
 
 ColorMode = Literal["none", "histogram", "luminance", "luminance_after", "channels"]
 
-# Rec. 601 luma weights: the Y of YIQ (the paper's colour space) and of JPEG's YCbCr.
-LUMA = np.array([0.299, 0.587, 0.114])
+# Rec. 601 luma weights: the Y of YIQ (the paper's colour space) and of JPEG's YCbCr. Applied as
+# integers per mille, so the luminance of 8-bit pixels is computed exactly: two photos with the same
+# luminance give the network bit-identical grey images.
+LUMA_PER_MILLE = np.array([299.0, 587.0, 114.0])
 
 # Covariance regulariser in 8-bit units² (a tenth of a grey level's spread, squared): a flat or
 # one-colour image has a singular covariance, which Cholesky and the inverse square root refuse.
@@ -160,7 +162,7 @@ def match_color(style: Image.Image, target: ColorStatistics, method: str = "pca"
 
 def luminance(image: Image.Image) -> np.ndarray:
     """Y (Rec. 601) of an RGB image, float (H, W) in 8-bit units."""
-    return pixels(image) @ LUMA
+    return pixels(image) @ LUMA_PER_MILLE / 1000
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ def with_photo_chroma(y: np.ndarray, photo: Image.Image) -> Image.Image:
     every channel of the photo: RGB = RGB_photo + (y − Y_photo).
     """
     values = pixels(photo)
-    return to_image(values + (y - values @ LUMA)[..., None])
+    return to_image(values + (y - luminance(photo))[..., None])
 
 
 def luminance_after(stylized: Image.Image, photo: Image.Image) -> Image.Image:

@@ -80,6 +80,16 @@ def write_config(folder: Path, extra: dict[str, Any] | None = None, preset: dict
     return path
 
 
+def problems_of(path: Path) -> list[str]:
+    """The ``FILE:LINE: key: message`` problems that loading ``path`` reports."""
+    from pipeline.app import load_app
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_app(path)
+    return info.value.problems
+
+
 def write_text(path: Path, text: str) -> Path:
     """Write dedented text (for hand-written YAML whose line numbers tests check)."""
     path.parent.mkdir(parents=True, exist_ok=True)

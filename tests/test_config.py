@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, synthetic_style, write_text
+from conftest import REPO, problems_of, run_cli, synthetic_style, write_text
 from pipeline.app import load_app
 from pipeline.cli import main
-from pipeline.errors import ConfigError
-
-
-def problems_of(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_app(path)
-    return info.value.problems
 
 
 @pytest.fixture

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, synthetic_photo, synthetic_style, write_text
+from conftest import REPO, problems_of, run_cli, synthetic_photo, synthetic_style, write_text
 from pipeline.app import load_app
-from pipeline.errors import ConfigError
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-def problems_of(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_app(path)
-    return info.value.problems
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ def configure_cpu_runtime() -> None:
     ``OMP_WAIT_POLICY=PASSIVE``: a thread that finishes its share of an operation sleeps
     instead of spinning while it waits for the others. With the CPU shared with other
     processes (a desktop, a busy server), spinning threads take the cores the working
-    threads need: measured on two cores under load (bench/evaluation_cost.py), 2.7 s
-    instead of 3.2–5.8 s per evaluation at 256 px. A value the user set is kept.
+    threads need: measured on two cores at load average 8–10 (bench/evaluation_cost.py),
+    2.7 s instead of 3.2–5.8 s per evaluation at 256 px. On a quiet machine it costs a
+    little (about 15% at 128 px, nothing measurable at 256 px), so a value the user set
+    (``ACTIVE`` for a machine photostyle has to itself) is kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -223,10 +223,9 @@ def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: i
 
     def objective_at(level_content: torch.Tensor) -> Objective:
         long_edge = style_long_edge(preset, max(level_content.shape[-2:]))
-        level = [preset_style_targets(preset, extractor, ctx.resources, long_edge, preparations[0])]
-        if any(preparation is not None for preparation in preparations[1:]):
-            level += [preset_style_targets(preset, extractor, ctx.resources, long_edge, preparation)
-                      for preparation in preparations[1:]]
+        # One set of targets for the preset, or one per photo when the colour mode prepares the style.
+        level = [preset_style_targets(preset, extractor, ctx.resources, long_edge, preparation)
+                 for preparation in (preparations if preparations[0] is not None else [None])]
         lookups.extend(level)
         objectives.append(Objective(extractor, level_content, stacked_targets(level), weights, compute_dtype=dtype))
         return objectives[-1]

@@ -1,7 +1,7 @@
 """Colour preservation measured as colour: CIE L*a*b* statistics of results, not just pixels moving.
 
 ``preserve_color: histogram`` recolours the style image to the photo's colour mean
-and covariance before the transfer, and ``luminance`` lets the network see only
+and covariance before the transfer, and ``luminance_transfer`` lets the network see only
 luminance (Gatys, Bethge, Hertzmann & Shechtman 2016). The end-to-end tests run
 ``photostyle process`` / the worker with seeded random weights at 48 px from noise,
 so every colour in the result is drawn by the style term, and check what the
@@ -151,15 +151,15 @@ def test_with_photo_chroma_keeps_the_photos_chroma_and_takes_the_new_luminance()
 
 def test_luminance_preparation_shows_the_network_grey_images_at_the_photos_light() -> None:
     photo = dusk_photo()
-    preparation = style_preparation("luminance", photo)
-    assert preparation is not None and preparation.key[0] == "luminance"
+    preparation = style_preparation("luminance_transfer", photo)
+    assert preparation is not None and preparation.key[0] == "luminance_transfer"
     content, style = arr(preparation.content(photo)), arr(preparation.style(carnival_style()))
     for grey in (content, style):
         assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
     assert np.abs(content[..., 0] - luminance(photo)).max() <= 0.5
     light = LuminanceStatistics.of(photo)
     assert abs(style[..., 0].mean() - light.mean) < 1 and abs(style[..., 0].std() - light.std) < 1
-    assert style_preparation("none", photo) is None and style_preparation("luminance_after", photo) is None
+    assert style_preparation("none", photo) is None and style_preparation("luminance", photo) is None
 
 
 # --- end to end: the result's colours ------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_channels_mode_is_per_channel_matching_of_the_plain_result(runs: Runs) -
 
 
 def test_luminance_transfer_result_has_exactly_the_photos_chroma(runs: Runs) -> None:
-    result = runs.result("luminance")
+    result = runs.result("luminance_transfer")
     photo = dusk_photo().resize(result.size, Image.Resampling.LANCZOS)
     for channel in (0, 2):
         chroma = arr(result)[..., channel] - luminance(result)
@@ -237,14 +237,14 @@ def mid_range(photo: Image.Image) -> Image.Image:
 
 
 def test_luminance_transfer_sees_only_the_photos_luminance(tmp_path: Path) -> None:
-    """Two photos that differ only in colour give the same stylised luminance with ``luminance``
-    (the network never saw their colours), different ones with ``luminance_after``. The photos
+    """Two photos that differ only in colour give the same stylised luminance with ``luminance_transfer``
+    (the network never saw their colours), different ones with ``luminance`` (after the transfer). The photos
     are at the working size: resizing rounds each channel and would blur the equality."""
     photo = mid_range(dusk_photo((SIZE, SIZE * 3 // 4)))
     twin = recoloured_twin(photo)
     assert np.array_equal(luminance(twin), luminance(photo)) and np.abs(arr(twin) - arr(photo)).mean() > 10
     difference = {}
-    for mode in ("luminance", "luminance_after"):
+    for mode in ("luminance_transfer", "luminance"):
         config = write_config(tmp_path / mode, preset={**END_TO_END, "preserve_color": mode, "init": "content"})
         outputs = []
         for name, image in (("photo", photo), ("twin", twin)):
@@ -259,8 +259,8 @@ def test_luminance_transfer_sees_only_the_photos_luminance(tmp_path: Path) -> No
         assert unclipped.mean() > 0.5
         lights = [(values @ LUMA_PER_MILLE / 1000)[unclipped] for values in outputs]
         difference[mode] = float(np.abs(lights[0] - lights[1]).mean())
-    assert difference["luminance"] < 0.5, difference  # the same up to rounding
-    assert difference["luminance_after"] > 5, difference
+    assert difference["luminance_transfer"] < 0.5, difference  # the same up to rounding
+    assert difference["luminance"] > 5, difference
 
 
 # --- caching and batches -------------------------------------------------------------------------
@@ -303,8 +303,8 @@ def test_a_batch_in_histogram_mode_gives_each_photo_its_own_palette(tmp_path: Pa
 
 
 def test_config_accepts_the_colour_modes_and_names_them_when_wrong(tmp_path: Path) -> None:
-    for mode in ("none", "histogram", "luminance", "luminance_after", "channels"):
+    for mode in ("none", "histogram", "luminance", "luminance_transfer", "channels"):
         assert run_cli("check", "-c", write_config(tmp_path / mode, preset={"preserve_color": mode})).returncode == 0
     result = run_cli("check", "-c", write_config(tmp_path / "typo", preset={"preserve_color": "colour"}))
     assert result.returncode == 2
-    assert "preserve_color" in result.stdout + result.stderr and "luminance_after" in result.stdout + result.stderr
+    assert "preserve_color" in result.stdout + result.stderr and "luminance_transfer" in result.stdout + result.stderr

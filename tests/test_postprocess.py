@@ -148,7 +148,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> SharedRuns:
     return SharedRuns(tmp_path_factory.mktemp("shared"))
 
 
-# --- colour: luminance_after (post-hoc; the transfer modes are in test_color.py) -----------------
+# --- colour: luminance (after the transfer; the modes that act before it are in test_color.py) ---
 
 
 def check_luminance_result(result: Image.Image, photo: Image.Image, stylized: Image.Image) -> None:
@@ -228,8 +228,8 @@ def test_color_histogram_hook_leaves_the_result_alone() -> None:
 
 
 FINISH = {
-    "luminance": lambda result, photo: with_photo_chroma(luminance(result), photo),
-    "luminance_after": luminance_after,
+    "luminance_transfer": lambda result, photo: with_photo_chroma(luminance(result), photo),
+    "luminance": luminance_after,
     "channels": match_channels,
 }
 
@@ -374,7 +374,7 @@ def test_watermark_options_need_exactly_one_source(tmp_path: Path) -> None:
 
 def test_end_to_end_colour_modes(shared: SharedRuns) -> None:
     none = shared.run("none", {})
-    lum = shared.run("luminance_after", {"preserve_color": "luminance_after"})
+    lum = shared.run("luminance", {"preserve_color": "luminance"})
     hist = shared.run("channels", {"preserve_color": "channels"})
 
     assert none.size == lum.size == hist.size == (32, 24)

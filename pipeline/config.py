@@ -184,7 +184,7 @@ class PresetBase(Strict):
     )
     size: int = Field(512, ge=16, le=16384, description="Long edge of the working image in px.")
     style_scale: float = Field(1.0, gt=0, le=8, description="Style image long edge = size × style_scale.")
-    iterations: int = Field(60, ge=1, description="Evaluation budget at the working size (after the pyramid).")
+    iterations: int = Field(40, ge=1, description="Evaluation budget at the working size (after the pyramid).")
     content_weight: float = Field(1.0, ge=0, description="α: weight of the content term.")
     style_weight: float = Field(1e6, ge=0, description="β: weight of the style term.")
     content_layers: list[LayerName] = Field(

@@ -166,6 +166,12 @@ def prepare(preset_name: str, preset: Any, resources: WorkerResources) -> None:
     extractor = FeatureExtractor(network(resources), weights.layers)
     if getattr(preset, "preserve_color", "none") in PREPARED_MODES:
         return  # its style targets depend on each photo's colours
+    limit = memory_limit_mb(resources)
+    per_megapixel = MB_PER_MEGAPIXEL["fp32" if compute_dtype(preset.precision, resources.device) is None else "half"]
+    if limit is not None and per_megapixel * (preset.size / 1e3) ** 2 > limit:
+        # A square photo at this size would not fit: photos run at a size fitted to the limit, whose
+        # targets are made then; warming these would only spend memory on targets no photo may use.
+        return
     for scale in [*preset.schedule.pyramid, 1.0]:
         preset_style_targets(preset, extractor, resources, style_long_edge(preset, round(preset.size * scale)))
 
@@ -174,12 +180,14 @@ OUT_OF_MEMORY_MESSAGES = (
     "out of memory",  # CUDA, MPS
     "can't allocate memory",  # torch's CPU allocator
     "could not create a primitive",  # oneDNN (bf16 on the CPU) when its scratch memory cannot be allocated
+    "std::bad_alloc",  # a C++ allocation in an operator without torch's allocator (e.g. with oneDNN off)
 )
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or a RuntimeError the CPU allocators raise when memory runs out."""
-    if isinstance(error, torch.OutOfMemoryError):
+    """CUDA's OutOfMemoryError, or a RuntimeError the CPU allocators raise when memory runs out
+    (or Python's MemoryError, which pybind11 makes of a C++ std::bad_alloc)."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(error, RuntimeError) and any(text in str(error) for text in OUT_OF_MEMORY_MESSAGES)
 

@@ -192,8 +192,23 @@ def test_out_of_memory_is_recognised_on_cpu_and_cuda() -> None:
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4 GB"))
     assert is_out_of_memory(RuntimeError("could not create a primitive"))  # oneDNN, when its memory runs out
+    assert is_out_of_memory(RuntimeError("std::bad_alloc"))  # a C++ allocation, translated by torch
+    assert is_out_of_memory(MemoryError())  # ... or by pybind11
     assert not is_out_of_memory(RuntimeError("Given input size: (512x1x2). Output size is too small"))
     assert not is_out_of_memory(ValueError("a value error that mentions out of memory is still a value error"))
+
+
+def test_start_up_does_not_warm_style_targets_at_a_size_over_the_memory_limit(make_config) -> None:
+    # 256 px square needs about 270 MB in fp32: under a 64 MB limit photos run smaller, so the
+    # targets at 256 px would never be used; under a 1 GB limit they are warmed as usual.
+    cache_dir = "state/cache/style-targets"
+    for limit, warmed in ((64, 0), (1024, 1)):
+        config = make_config(extra={"limits": {"memory_mb": limit}},
+                             preset={"size": 256, "iterations": 2, "precision": "fp32", **SINGLE_SCALE})
+        worker = Worker(load_app(config))
+        worker.prepare("tiny")
+        assert style_cache(worker.resources).counts["computed"] == warmed, limit
+        assert len(list((config.parent / cache_dir).glob("*.pt"))) == warmed
 
 
 def test_a_working_size_over_the_memory_limit_is_reduced_with_a_warning(make_config, tmp_path: Path) -> None:

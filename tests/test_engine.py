@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -333,3 +334,47 @@ def test_lbfgs_first_trial_step_moves_no_element_further_than_first_step() -> No
 
     minimize(x, evaluate, 3, first_step=0.05)
     assert float((evaluated[1] - evaluated[0]).abs().max()) == pytest.approx(0.05, rel=1e-5)
+
+
+class _SteepQuadratic:
+    """An objective with the style term's scale (losses near 1e11, gradients near 1e9) whose first trial
+    step overshoots, so the line search must interpolate: in float32 that overflowed (slopes of 1e20
+    squared), made every later trial step NaN and stalled the level at the photo."""
+
+    def __init__(self, target: torch.Tensor, scale: float = 1e11) -> None:
+        self.target, self.scale = target, scale
+
+    def terms(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        difference = image - self.target
+        return self.scale * (difference**2).sum(), self.scale * (difference**4).sum(), image.new_zeros(())
+
+
+def test_the_optimiser_keeps_finite_steps_at_the_style_objectives_scale() -> None:
+    from pipeline.nst.engine import optimize
+
+    generator = torch.Generator().manual_seed(1)
+    start, target = torch.rand(1, 3, 32, 32, generator=generator), torch.rand(1, 3, 32, 32, generator=generator)
+    tracker = optimize(_SteepQuadratic(target), start, 20, first_step=3.0)  # type: ignore[arg-type]
+    assert all(math.isfinite(loss) for loss in tracker.history)
+    assert tracker.best is not None and tracker.best.total < 1e-6 * tracker.history[0]
+
+
+def test_lbfgs_normalised_takes_the_same_steps_at_any_loss_scale() -> None:
+    generator = torch.Generator().manual_seed(3)
+    start = torch.randn(1, 3, 6, 7, generator=generator)
+    paths = []
+    for scale in (1.0, 1e11):
+        x = start.clone().requires_grad_(True)
+        points: list[torch.Tensor] = []
+
+        def evaluate(x: torch.Tensor = x, points: list[torch.Tensor] = points, scale: float = scale):
+            x.grad = None
+            points.append(x.detach().clone())
+            loss = scale * _rosenbrock_like(x)
+            loss.backward()
+            return loss.detach(), x.grad
+
+        minimize(x, evaluate, 15, first_step=0.05, normalize=True)
+        paths.append(torch.stack(points))
+    assert paths[0].shape == paths[1].shape
+    assert torch.allclose(paths[0], paths[1], rtol=1e-4, atol=1e-5)

@@ -187,7 +187,7 @@ def optimize(
         return total.detach(), x.grad
 
     try:
-        minimize(x, evaluate, budget, history_size=history_size, first_step=first_step)
+        minimize(x, evaluate, budget, history_size=history_size, first_step=first_step, normalize=True)
     except _StopLevel:
         pass
     assert tracker.best_image is not None

@@ -127,3 +127,12 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
         return write_config(tmp_path / "project", extra, preset)
 
     return make
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A folder for a config under test, with a style image at art/stripes.png (config files name it)."""
+    folder = tmp_path / "project"
+    (folder / "art").mkdir(parents=True)
+    synthetic_style().save(folder / "art" / "stripes.png")
+    return folder

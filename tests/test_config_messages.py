@@ -7,16 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, problems_of, run_cli, synthetic_style, write_text
+from conftest import REPO, problems_of, run_cli, write_text
 from pipeline.app import load_app
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    (folder / "art").mkdir(parents=True)
-    synthetic_style().save(folder / "art" / "stripes.png")
-    return folder
 
 
 SNIPPET = """

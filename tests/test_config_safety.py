@@ -18,14 +18,6 @@ from pipeline.app import load_app
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    (folder / "art").mkdir(parents=True)
-    synthetic_style().save(folder / "art" / "stripes.png")
-    return folder
-
-
 def preset_config(project: Path, name: str) -> Path:
     return write_text(project / "config.yaml", f"""
         device: cpu

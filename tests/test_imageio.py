@@ -641,14 +641,15 @@ def test_loaded_metadata_round_trips_through_encode(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif[ORIENTATION] = 6
     exif[MAKE] = "Acme"
-    marked_photo().save(path, exif=exif.tobytes(), icc_profile=srgb_icc())
+    icc = srgb_icc()  # made once: the profile's header records the second it was created
+    marked_photo().save(path, exif=exif.tobytes(), icc_profile=icc)
     photo = load_photo(path, LIMIT)
-    assert photo.icc_profile == srgb_icc()
+    assert photo.icc_profile == icc
     data = encode(photo.image, "jpeg", quality=90, exif=photo.exif, icc_profile=photo.icc_profile)
     with Image.open(io.BytesIO(data)) as out:
         assert out.size == (40, 60)
         assert out.getexif()[ORIENTATION] == 1 and out.getexif()[MAKE] == "Acme"
-        assert out.info.get("icc_profile") == srgb_icc()
+        assert out.info.get("icc_profile") == icc
 
 
 # --- resize ------------------------------------------------------------------------------------

@@ -406,27 +406,29 @@ def test_end_to_end_watermark(shared: SharedRuns) -> None:
     assert mask[rows, cols].sum() == mask.sum()  # applied after resize, in its corner only
 
 
+# Made once: a profile's header records the second it was created, so two made apart differ.
+CAMERA_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
 def camera_jpeg(path: Path) -> Path:
     """A landscape JPEG as a phone writes it: sideways pixels, EXIF orientation 6, an sRGB profile."""
     exif = Image.Exif()
     exif[ORIENTATION] = 6
     exif[MAKE] = "Acme"
     exif[MODEL] = "Pocket 3"
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    synthetic_photo((64, 48)).save(path, exif=exif.tobytes(), icc_profile=icc, quality=95)
+    synthetic_photo((64, 48)).save(path, exif=exif.tobytes(), icc_profile=CAMERA_ICC, quality=95)
     return path
 
 
 def test_end_to_end_keeps_metadata(tmp_path: Path) -> None:
     photo = camera_jpeg(tmp_path / "IMG_0001.jpg")
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     with Image.open(process(tmp_path, photo, "keep", {})) as out:
         assert out.format == "JPEG"
         assert out.size == (24, 32)  # upright (portrait), at the working size
         exif = out.getexif()
         assert exif[MAKE] == "Acme" and exif[MODEL] == "Pocket 3"
         assert exif[ORIENTATION] == 1  # pixels are upright: a viewer must not turn them again
-        assert out.info.get("icc_profile") == icc
+        assert out.info.get("icc_profile") == CAMERA_ICC
 
 
 def test_end_to_end_drops_metadata_when_asked(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def _score(config_path: Path, output: Path, worker: Any = None, photo: Path | No
     from pipeline.nst.objective import Objective
     from pipeline.tensors import image_to_tensor
     from pipeline.worker import Worker
-    from plugins.vgg_style import network, objective_weights, preset_style_targets, style_long_edge
+    from plugins.vgg_style.transfer import network, objective_weights, preset_style_targets, style_long_edge
 
     if worker is None:
         worker = Worker(load_app(config_path))
@@ -128,7 +128,7 @@ def run_one(args: argparse.Namespace) -> None:
     from pipeline.app import load_app
     from pipeline.job import JobRequest
     from pipeline.worker import Worker
-    from plugins.vgg_style import style_cache
+    from plugins.vgg_style.transfer import style_cache
 
     folder = Path(tempfile.mkdtemp(prefix="photostyle-bench-"))
     config_path = _config(folder, args, args.size, args.run == "baseline")

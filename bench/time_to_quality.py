@@ -54,7 +54,7 @@ def engine_run(worker, photo: Path, size: int, settings, on_progress=None, recor
     from pipeline.nst.objective import Objective
     from pipeline.nst.schedule import EvaluationCosts
     from pipeline.tensors import image_to_tensor
-    from plugins.vgg_style import network, objective_weights, preset_style_targets, style_long_edge
+    from plugins.vgg_style.transfer import network, objective_weights, preset_style_targets, style_long_edge
 
     preset = worker.app.config.presets["bench"]
     weights = objective_weights(preset)
@@ -181,7 +181,7 @@ def main() -> None:
         if ok:
             reached.append((fraction, budget, wall))
     if args.shares:
-        from plugins.vgg_style import engine_settings
+        from plugins.vgg_style.transfer import engine_settings
 
         print("\nsplitting a budget: the working size's share of the time (engine alone, loss of the 8-bit image):")
         preset = app.config.presets["bench"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -28,6 +30,20 @@ def test_builtins_are_listed_with_source_and_hooks(config_file: Path, capsys: py
     assert re.search(r"vgg_style\s+\(built-in\)\n\s+hooks: prepare, stylize", out)
     for name in ("color", "resize", "watermark"):
         assert re.search(rf"{name}\s+\(built-in\)\n\s+hooks: postprocess, preset_options", out)
+
+
+@pytest.mark.parametrize("command", ["check", "plugins", "presets", "status"])
+def test_commands_that_do_not_stylise_load_every_plugin_without_importing_torch(
+    config_file: Path, command: str
+) -> None:
+    # Importing torch takes 2-3 s on a CPU; vgg_style imports it on its first hook call, not when loaded.
+    script = (
+        "import sys; from pipeline.cli import main\n"
+        f"code = main([{command!r}, '-c', {str(config_file)!r}])\n"
+        "print('exit', code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.stdout.splitlines()[-1] == "exit 0 False", result.stdout + result.stderr
 
 
 def test_builtin_postprocess_order_is_color_resize_watermark_then_plugins(make_config, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pipeline.nst.engine import EngineSettings, stylize
 from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
 from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
 from pipeline.worker import Worker
-from plugins.vgg_style import style_cache
+from plugins.vgg_style.transfer import style_cache
 
 LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
@@ -187,7 +187,7 @@ def test_out_of_memory_retries_at_a_smaller_size_with_a_warning(make_config, tmp
 
 
 def test_out_of_memory_is_recognised_on_cpu_and_cuda() -> None:
-    from plugins.vgg_style import is_out_of_memory
+    from plugins.vgg_style.transfer import is_out_of_memory
 
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4 GB"))
@@ -212,7 +212,7 @@ def test_start_up_does_not_warm_style_targets_at_a_size_over_the_memory_limit(ma
 
 
 def test_a_working_size_over_the_memory_limit_is_reduced_with_a_warning(make_config, tmp_path: Path) -> None:
-    from plugins.vgg_style import MB_PER_MEGAPIXEL
+    from plugins.vgg_style.transfer import MB_PER_MEGAPIXEL
 
     # fp32 forced: "auto" would pick bf16 on some CPUs and fp32 on others, and the estimate differs.
     # 256 px needs about 270 MB; 64 MB is the smallest limit the config accepts.

@@ -1,9 +1,10 @@
-"""Built-in ``stylize``: neural style transfer by optimisation (Gatys, Ecker & Bethge 2016) on VGG19.
+"""The ``vgg_style`` stage's work: the bridge between a preset and the engine in ``pipeline.nst``.
 
-This plugin is the bridge between a preset and the engine in ``pipeline.nst``:
-it loads the network once per worker (``prepare``), turns the photo and the
+It loads the network once per worker (``prepare``), turns the photo and the
 style images into tensors at the preset's sizes, computes the style targets once
-per style, and hands tensors to the engine, which does no file I/O.
+per style, and hands tensors to the engine, which does no file I/O. The hooks
+that call it live in ``plugins.vgg_style`` (the package), which imports this
+module, and so torch, only when a photo or a preset needs it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import torch
 from PIL import Image
 
 from pipeline.context import JobContext, WorkerResources
-from pipeline.hookspecs import hookimpl
 from pipeline.imageio import load_photo, resize_long_edge
 from pipeline.nst.engine import EngineSettings, Progress, initial_image, stylize as run_engine
 from pipeline.nst.layer_names import min_side
@@ -155,7 +155,6 @@ def compute_dtype(precision: str, device: str) -> torch.dtype | None:
     return None
 
 
-@hookimpl
 def prepare(preset_name: str, preset: Any, resources: WorkerResources) -> None:
     """Load the network and the preset's style targets before the first photo.
 
@@ -310,7 +309,6 @@ def size_for_memory(image: Image.Image, ctx: JobContext, size: int, photos: int 
     return fitted
 
 
-@hookimpl
 def stylize(image: Image.Image, ctx: JobContext) -> Image.Image:
     """Stylise at the preset's size (reduced to fit the memory limit); out of memory, retry at 3/4 of it."""
     size = size_for_memory(image, ctx, ctx.preset.size)
@@ -329,7 +327,6 @@ def stylize(image: Image.Image, ctx: JobContext) -> Image.Image:
         size = smaller
 
 
-@hookimpl
 def stylize_batch(images: list[Image.Image], ctxs: list[JobContext]) -> list[Image.Image] | None:
     """Batch photos whose working sizes match; decline (photo by photo) otherwise or when memory runs out."""
     preset = ctxs[0].preset

@@ -1,0 +1,46 @@
+"""Built-in ``stylize``: neural style transfer by optimisation (Gatys, Ecker & Bethge 2016) on VGG19.
+
+Only the hooks live here; the work is in :mod:`plugins.vgg_style.transfer`, imported
+on the first call. Every command loads the plugins, but only those that stylise
+need torch, whose import alone takes 2 to 3 s on a CPU: ``photostyle check``,
+``status`` or ``service install`` answer without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeline.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from pipeline.context import JobContext, WorkerResources
+
+
+@hookimpl
+def prepare(preset_name: str, preset: Any, resources: WorkerResources) -> None:
+    """Load the network and the preset's style targets before the first photo.
+
+    Missing weights stop the run before any photo is touched; the daemon calls
+    this for the default preset at start, so its first photo spends nothing on style.
+    """
+    from plugins.vgg_style import transfer
+
+    transfer.prepare(preset_name, preset, resources)
+
+
+@hookimpl
+def stylize(image: Image.Image, ctx: JobContext) -> Image.Image:
+    """Stylise at the preset's size (reduced to fit the memory limit); out of memory, retry at 3/4 of it."""
+    from plugins.vgg_style import transfer
+
+    return transfer.stylize(image, ctx)
+
+
+@hookimpl
+def stylize_batch(images: list[Image.Image], ctxs: list[JobContext]) -> list[Image.Image] | None:
+    """Batch photos whose working sizes match; decline (photo by photo) otherwise or when memory runs out."""
+    from plugins.vgg_style import transfer
+
+    return transfer.stylize_batch(images, ctxs)

@@ -9,15 +9,18 @@ Two ways to build it:
   index of cards kept beside the thumbnails (``outbox/.thumbs/.gallery.json``)
   and renders the page from it. It reads the one new sidecar only, so a job
   costs the same with ten results in the outbox or ten thousand; it still drops
-  the cards of results deleted since (one ``lstat`` each).
+  the cards of results deleted since (one ``lstat`` each, plus one per folder).
 
 The outbox is a synced folder others can write, so everything found there is
 untrusted: only regular files count (symlinks, FIFOs and devices are skipped
 and never opened or followed), sidecars are read without following links or
 blocking, at most a few MB, a card's result is where its sidecar is (never a
 path the sidecar names), and an entry that is odd in any way is skipped with a
-warning, never fatal. The index is a cache: if it is missing or damaged, the
-page is rebuilt from the sidecars. Updates take a lock (``flock`` on
+warning, never fatal. The index is a cache others can write too: each of its
+entries passes the very check the rebuild applies (:func:`check_result_path`:
+no hidden part, every folder a real folder, never a link to one, the result a
+regular file), so a planted entry cannot put a link out of the outbox on the
+page. If the index is missing or damaged, the page is rebuilt from the sidecars. Updates take a lock (``flock`` on
 ``.thumbs/.gallery.lock``) so ``process`` and the daemon never lose each
 other's cards.
 
@@ -144,7 +147,63 @@ def _load(sidecar: Path) -> dict[str, Any]:
 
 
 def _present(outbox: Path, relative: str) -> set[str]:
-    return {kind for kind, path in thumbnails_of(outbox, relative).items() if path.is_file()}
+    """The thumbnails of ``relative`` that are regular files reached through real folders (no link is trusted)."""
+    limit = name_max(Path(outbox))
+    return {kind for kind, thumbnail in thumbnail_relatives(relative, limit).items()
+            if _real_path_problem(outbox, thumbnail.split("/")) is None}
+
+
+def _real_path_problem(outbox: Path, parts: list[str], folders: set[str] | None = None) -> str | None:
+    """Why ``outbox/<parts>`` is not a regular file reached through real folders; None when it is.
+
+    Every component is ``lstat``-ed, never followed: each folder must be a folder
+    itself (not a link to one), the last part a regular file. ``""`` means it is
+    simply gone. ``folders``, when given, caches folder prefixes already found real
+    (one check per folder for a whole index).
+    """
+    for end in range(1, len(parts)):
+        prefix = "/".join(parts[:end])
+        if folders is not None and prefix in folders:
+            continue
+        try:
+            mode = os.lstat(os.path.join(outbox, prefix)).st_mode
+        except FileNotFoundError:
+            return ""
+        except OSError as exc:
+            return f"{printable(prefix)}: {printable(exc.strerror or exc)}"
+        if not stat.S_ISDIR(mode):
+            return f"{printable(prefix)} is not a folder in the outbox (a link, file or special file)"
+        if folders is not None:
+            folders.add(prefix)
+    try:
+        mode = os.lstat(os.path.join(outbox, *parts)).st_mode
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return printable(exc.strerror or exc)
+    if not stat.S_ISREG(mode):
+        return f"{printable(parts[-1])} is not a regular file (a link, folder or special file)"
+    return None
+
+
+def check_result_path(outbox: Path, relative: str | None, folders: set[str] | None = None) -> str:
+    """``relative`` if it names a result the gallery may show, else ``NotACard`` (empty reason: it is gone).
+
+    The one rule for both ways of building the page, the same one the rebuild's
+    walk of the outbox follows: a "/"-separated path under the outbox, no part
+    empty, ``.``, ``..`` or hidden (``.thumbs`` and other dot-folders are never
+    entered), every folder a real folder (a linked folder is never entered, so it
+    cannot lead out of the outbox), and the result a regular file.
+    """
+    parts = relative.split("/") if relative else []
+    if not parts or any(part in ("", ".", "..") for part in parts):
+        raise NotACard(f"names {printable(relative)}, which is not in the outbox")
+    if any(part.startswith(".") for part in parts):
+        raise NotACard(f"names {printable(relative)}, which is hidden (the gallery never shows hidden files)")
+    problem = _real_path_problem(outbox, parts, folders)
+    if problem is not None:
+        raise NotACard(problem and f"names {printable(relative)}: {problem}")
+    return relative
 
 
 def card_from_sidecar(outbox: Path, sidecar: Path) -> Card:
@@ -159,6 +218,7 @@ def card_from_sidecar(outbox: Path, sidecar: Path) -> Card:
         relative = relative_to_outbox(outbox, output).as_posix()
     except (KeyError, ValueError, TypeError) as exc:
         raise NotACard(f"not a usable sidecar ({type(exc).__name__}: {exc})") from None
+    check_result_path(outbox, relative)
     return Card(Path(outbox), relative, record, created, _present(outbox, relative))
 
 
@@ -208,16 +268,14 @@ def _entry(card: Card) -> dict[str, Any]:
     return entry
 
 
-def _card_from_entry(entry: Any, outbox: Path) -> Card:
-    """A card from an index entry, which is untrusted too: its result must be a regular file in the outbox."""
+def _card_from_entry(entry: Any, outbox: Path, folders: set[str] | None = None) -> Card:
+    """A card from an index entry, which is untrusted too: checked as the rebuild checks what it finds.
+
+    ``folders``: folders already found real while reading this index (see :func:`check_result_path`).
+    """
     if not isinstance(entry, dict):
         raise NotACard("not an index entry")
-    relative = _exact(entry, "output")
-    parts = relative.split("/") if relative else []
-    if not parts or relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise NotACard(f"names {printable(relative)}, which is not in the outbox")
-    if not _is_regular(os.path.join(outbox, relative)):
-        raise NotACard("")  # deleted (or replaced by something that is not a result) since it was indexed
+    relative = check_result_path(outbox, _exact(entry, "output"), folders)
     try:
         created = _created(entry)
     except (KeyError, ValueError, TypeError) as exc:
@@ -244,9 +302,10 @@ def _read_cards(outbox: Path) -> list[Card] | None:
         log.warning("gallery: index %s not in a known format; rebuilding it from the sidecars", printable(path))
         return None
     cards = []
+    folders: set[str] = set()
     for entry in data["cards"]:
         try:
-            cards.append(_card_from_entry(entry, outbox))
+            cards.append(_card_from_entry(entry, outbox, folders))
         except NotACard as skip:
             if str(skip):
                 _warn_skip(path, skip)

@@ -418,3 +418,47 @@ def test_a_damaged_or_hostile_index_is_rebuilt_or_ignored(tmp_path: Path, caplog
     assert "rebuilding it from the sidecars" in caplog.text
     names = [card.name for card in GalleryPage((outbox / "index.html").read_text()).cards]
     assert names == ["third.jpg", "second.jpg", "first.jpg"] and first.exists()
+
+
+def test_a_planted_index_entry_cannot_link_out_of_the_outbox(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Seen: ``{"output": "evil/secret.jpg"}`` with ``outbox/evil`` a link out was put on the page by the next job.
+
+    The per-job update checks every entry exactly as the full rebuild checks what it walks: no hidden part,
+    every folder a real folder (never a link to one), the result a regular file.
+    """
+    from pipeline.gallery import CARDS_NAME, add_to_gallery, write_gallery
+
+    outbox = tmp_path / "outbox"
+    _sidecar(_jpeg(outbox / "tiny" / "first.jpg"), 1)
+    write_gallery(outbox)
+    private = tmp_path / "private"
+    _jpeg(private / "secret.jpg", seed=7)
+    _jpeg(private / "deeper" / "secret.jpg", seed=8)
+    (outbox / "evil").symlink_to(private, target_is_directory=True)  # a folder link out of the outbox
+    (outbox / "tiny" / "inner").symlink_to(private / "deeper", target_is_directory=True)
+    _jpeg(outbox / ".hidden" / "h.jpg")
+    index = outbox / ".thumbs" / CARDS_NAME
+    data = json.loads(index.read_text())
+    planted = ["evil/secret.jpg", "tiny/inner/secret.jpg", ".hidden/h.jpg", ".thumbs/tiny/first.jpg.result.jpg"]
+    data["cards"] += [{"output": name, "created": "2030-01-01T00:09:00+00:00", "thumbnails": ["result"]}
+                      for name in planted]
+    index.write_text(json.dumps(data))
+    second = _sidecar(_jpeg(outbox / "tiny" / "second.jpg"), 2)
+    thumbs = outbox / ".thumbs" / "tiny"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    (thumbs / "second.jpg.original.jpg").symlink_to(private / "secret.jpg")  # a planted thumbnail link
+
+    with caplog.at_level(logging.WARNING):
+        add_to_gallery(outbox, second)
+    page = (outbox / "index.html").read_text()
+    cards = GalleryPage(page).cards
+    assert [card.name for card in cards] == ["second.jpg", "first.jpg"], page
+    assert "secret" not in page and "evil" not in page and ".hidden" not in page
+    assert cards[0].images == [] and cards[0].missing == 3, "a linked thumbnail is not shown"
+    for name in planted:
+        assert name in caplog.text, (name, caplog.text)  # each dropped with a warning naming it
+    kept = [card["output"] for card in json.loads(index.read_text())["cards"]]
+    assert sorted(kept) == ["tiny/first.jpg", "tiny/second.jpg"], "the planted entries leave the index too"
+
+    write_gallery(outbox)  # the full rebuild shows the same
+    assert [card.name for card in GalleryPage((outbox / "index.html").read_text()).cards] == ["second.jpg", "first.jpg"]

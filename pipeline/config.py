@@ -308,6 +308,10 @@ class WatchOptions(Strict):
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
         "auto", description="Queued photos of one preset stylised together: auto = 4 on a GPU, 1 on a CPU."
     )
+    allow_hard_links: bool = Field(
+        False, description="Take files with more than one hard link (off: such a file may be a link to a private "
+        "file elsewhere, and is failed unread). Either way photostyle never makes a new link to it.",
+    )
 
     @field_validator("extensions")
     @classmethod

@@ -32,7 +32,10 @@ from pipeline.config import style_folder_images
 from pipeline.dispatch import Dispatcher
 from pipeline.errors import PhotostyleError
 from pipeline.executor import Executor, make_executor
-from pipeline.fileops import write_text_atomic
+from pipeline.commands.info import refuse_unsafe_after
+from pipeline.fileops import (clean_staging, restore_parked, staging_folder, staging_shares_filesystem,
+                              use_staging_folder, write_text_atomic)
+from pipeline.sync_roots import failed_outside
 from pipeline.intake import Intake
 from pipeline.ledger import Ledger, LedgerError
 from pipeline.originals import Originals
@@ -124,7 +127,21 @@ class Daemon:
     # -- the main loop ------------------------------------------------------------------
 
     def _set_up(self) -> None:
+        refuse_unsafe_after(self.app)  # before the lock: a second daemon would say the same
+        warning = failed_outside(self.config)
+        if warning:
+            log.warning(warning)
         self.lock.acquire()
+        use_staging_folder(staging_folder(self.config.state))
+        if not staging_shares_filesystem(self.config.outbox):
+            log.warning("the state folder is on another filesystem than the outbox, so temp files are written "
+                        "inside the outbox (as dotfiles) and a sync client copying it out may see them",
+                        extra={"fields": {"state": self.config.state, "outbox": self.config.outbox}})
+        cleaned = clean_staging()
+        if cleaned:
+            log.info("removed temp files a killed run left behind", extra={"fields": {"count": cleaned}})
+        for restored in restore_parked(self.config.inbox) if self.config.inbox.is_dir() else []:
+            log.warning("put back a photo a crash left under a hidden name", extra={"fields": {"file": restored}})
         self.ledger = open_ledger(self.config.state)
         completed, requeued = recover(self.ledger, self.config.outbox)
         if requeued:

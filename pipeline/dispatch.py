@@ -281,7 +281,7 @@ class Dispatcher:
             self._retry_later(item, f"the result is saved but the ledger cannot be written ({exc})")
             return
         self._forget(item)
-        self.originals.succeeded(item.path, item.preset, item.identity.size, item.identity.mtime_ns, output)
+        self.originals.succeeded(item.path, item.preset, item.identity, output)
 
     def _mark_queued(self, item: WorkItem, reason: str) -> None:
         try:
@@ -322,7 +322,7 @@ class Dispatcher:
         log.error("failed", extra={"fields": {**item.fields, "stage": stage, "reason": reason}})
         self._forget(item)
         grace = self._config().watch.incomplete_grace if stage == "load" else 0.0
-        self.originals.failed(item.path, item.preset, stage, reason, grace=grace)
+        self.originals.failed(item.path, item.preset, stage, reason, grace=grace, identity=item.identity)
 
     # -- stopping -----------------------------------------------------------------------
 

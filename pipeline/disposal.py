@@ -16,21 +16,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.fileops import fit_name, move_without_overwrite, name_max, write_text_atomic
+from pipeline.fileops import fit_name, move_without_overwrite, name_max, remove_if_same, write_text_atomic
+from pipeline.photo_file import FileIdentity, same_content
 from pipeline.textsafe import printable
 
 ERROR_NOTE_SUFFIX = ".error.txt"
 
 
-def after_success(path: Path, config: Any, preset: str) -> Path | None:
-    """Apply ``watch.after``; return where the original went (None when kept or deleted)."""
+def after_success(path: Path, config: Any, preset: str, expected: FileIdentity | None = None) -> Path | None:
+    """Apply ``watch.after``; return where the original went (None when kept or deleted).
+
+    With ``expected``, only the file taken at intake is moved or deleted; a newer
+    version under the same name raises :class:`~pipeline.photo_file.FileChanged`.
+    A photo whose identical copy is already in ``processed/`` under its name (a
+    one-way sync job sending it again) is not filed twice: the inbox copy goes.
+    """
     policy = config.watch.after
     if policy == "keep":
         return None
     if policy == "delete":
-        path.unlink(missing_ok=True)
+        remove_if_same(path, expected)
         return None
-    return move_without_overwrite(path, config.processed / preset)
+    already = config.processed / preset / path.name
+    if same_content(path, already):
+        remove_if_same(path, expected)
+        return already
+    return move_without_overwrite(path, config.processed / preset, expected)
 
 
 def error_note_path(moved: Path) -> Path:
@@ -51,8 +62,22 @@ def error_paragraph(name: str, preset: str, stage: str, reason: str) -> str:
     )
 
 
-def after_failure(path: Path, config: Any, preset: str, stage: str, reason: str) -> Path:
-    """Move the original to ``failed/`` and write ``<name>.error.txt`` beside it; return the new path."""
-    moved = move_without_overwrite(path, config.failed / preset)
+def superseded_paragraph(name: str, output: Path) -> str:
+    """The note that replaces a partial copy's error note once the complete photo was done."""
+    name, done = printable(name), printable(str(output))
+    return (
+        f"This is an incomplete copy of {name} that photostyle took while it was still arriving "
+        f"({time.strftime('%Y-%m-%d %H:%M:%S %Z')}): the complete photo arrived later under the same name and "
+        f"was turned into artwork ({done}). Nothing is wrong; this partial copy can be deleted.\n"
+    )
+
+
+def after_failure(path: Path, config: Any, preset: str, stage: str, reason: str,
+                  expected: FileIdentity | None = None) -> Path:
+    """Move the original to ``failed/`` and write ``<name>.error.txt`` beside it; return the new path.
+
+    With ``expected``, a newer version under the same name is not moved (FileChanged).
+    """
+    moved = move_without_overwrite(path, config.failed / preset, expected)
     write_text_atomic(error_note_path(moved), error_paragraph(path.name, preset, stage, reason))
     return moved

@@ -1,10 +1,17 @@
 """File operations that never lose or overwrite a user's file.
 
-- New files are written to a dot-named temp file in the target folder (watchers
-  and sync clients ignore dotfiles), fsynced, then given their final name.
+- New files are written to a temp file, fsynced, then given their final name.
+  The temp file lives in the *staging folder* (``state/tmp/``, see
+  :func:`use_staging_folder`) when that is on the same filesystem as the
+  target, so a sync client that copies the outbox out (rsync, rclone,
+  Syncthing: none of them skips dotfiles) only ever sees finished files;
+  elsewhere it is a dot-named temp file beside its target.
 - A final name is claimed with ``link()``, which fails if the name exists, so an
   existing file is never replaced: ``stem.ext``, then ``stem-1.ext``, ``stem-2.ext``…
-- Moves keep the source until the destination is complete, across filesystems too.
+- Moves keep the source until the destination is complete, across filesystems too,
+  and, given the identity the file had when it was taken, move only that file:
+  a newer version that a sync client put under the same name meanwhile is left
+  where it is (:class:`~pipeline.photo_file.FileChanged`), never filed as done.
 - Every name photostyle makes fits the filesystem: a name is at most NAME_MAX
   (255) *bytes*, and a photo's own name may already be close to that. One
   function, :func:`fit_name`, shortens every derived name (results and their
@@ -17,12 +24,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from pipeline.photo_file import FileChanged, FileIdentity
 
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 
@@ -32,6 +43,67 @@ NAME_MAX = 255  # bytes in one path component on Linux, macOS and every common f
 DERIVED_RESERVE = 16
 _TEMP_STEM_BYTES = 32  # temp names only need to be unique and dot-named: keep them short
 _CUT_MARK_BYTES = 9  # "~" and 8 hex digits
+STALE_TEMP_SECONDS = 60.0  # a staging temp file untouched this long was left by a killed process
+
+_staging: Path | None = None  # where temp files go (state/tmp), set once per process by the commands that write
+
+
+def staging_folder(state: Path) -> Path:
+    """Where temp files are staged for a config whose state folder is ``state``."""
+    return state / "tmp"
+
+
+def use_staging_folder(folder: Path | None) -> None:
+    """Write temp files in ``folder`` (made if needed) instead of beside their targets, where it can.
+
+    Process-wide on purpose: sidecars, thumbnails, the gallery and results are all
+    written through this module, and each must keep its half-written bytes out of
+    a folder that sync clients copy out. A target on another filesystem than
+    ``folder`` still gets its temp file beside it (a rename cannot cross filesystems).
+    """
+    global _staging
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    _staging = folder
+
+
+def staging_shares_filesystem(target: Path) -> bool:
+    """True when temp files for ``target`` (a folder) can be staged outside it (see :func:`use_staging_folder`)."""
+    if _staging is None:
+        return False
+    existing = next((folder for folder in (target, *target.parents) if folder.exists()), target)
+    try:
+        return os.stat(_staging).st_dev == os.stat(existing).st_dev
+    except OSError:
+        return False
+
+
+def _temp_folder(target: Path) -> Path:
+    return _staging if _staging is not None and staging_shares_filesystem(target) else target
+
+
+def clean_staging(older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove temp files a killed process left in the staging folder; returns how many.
+
+    Only files untouched for ``older_than`` seconds go: a ``photostyle process`` run
+    beside the daemon may be writing one right now (each lives a fraction of a second).
+    """
+    if _staging is None:
+        return 0
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(_staging))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _encoded(text: str) -> bytes:
@@ -183,9 +255,9 @@ def claim_free_name(source: Path, folder: Path, stem: str, suffix: str, reserve:
 
 @contextmanager
 def _durable_temp(folder: Path, name: str, data: bytes) -> Iterator[Path]:
-    """``data`` in a fsynced, dot-named temp file in ``folder``; removed afterwards unless renamed away."""
+    """``data`` in a fsynced temp file for ``folder`` (staged outside it where possible); removed unless renamed away."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(name), suffix=".tmp", dir=folder)
+    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(name), suffix=".tmp", dir=_temp_folder(folder))
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -222,15 +294,78 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         os.replace(temp, path)
 
 
-def move_without_overwrite(source: Path, folder: Path) -> Path:
+def _is(info: os.stat_result, expected: FileIdentity | None) -> bool:
+    return expected is None or FileIdentity.of(info) == expected
+
+
+def remove_if_same(source: Path, expected: FileIdentity | None) -> None:
+    """Remove the name ``source`` only while it still is ``expected`` (a sync client may have replaced it).
+
+    The name is first renamed to a dot-named park beside it, which is atomic, so
+    whatever is parked is what was at the name at that instant; it is then
+    removed if it is the expected file, and otherwise (a newer version arrived
+    in the instant between) put back under its name, or ``name-N`` if yet
+    another one took the name: the caller sees a file at ``source`` again and
+    takes it as new work.
+    """
+    if expected is None:
+        os.unlink(source)
+        return
+    park = source.with_name(f"{_temp_prefix(source.name)}{os.getpid()}.{time.monotonic_ns() % 10**9}.park")
+    os.rename(source, park)
+    if _is(os.lstat(park), expected):
+        os.unlink(park)
+        return
+    claim_free_name(park, source.parent, source.stem, source.suffix)
+
+
+_PARK_NAME = re.compile(r"^\.(?P<name>.+)\.\d+\.\d+\.park$", re.DOTALL)
+
+
+def restore_parked(folder: Path) -> list[Path]:
+    """Put back files :func:`remove_if_same` parked when a kill -9 struck mid-way; returns where they went.
+
+    The window is the instant between two system calls, but a parked file is a
+    user's photo under a hidden name, so the daemon looks for them at start.
+    """
+    restored = []
+    for parent, subfolders, files in os.walk(folder):
+        for name in files:
+            match = _PARK_NAME.match(name)
+            if match is None:
+                continue
+            original = Path(match["name"])
+            try:
+                restored.append(claim_free_name(Path(parent) / name, Path(parent), original.stem, original.suffix))
+            except OSError:
+                continue
+    return restored
+
+
+def move_without_overwrite(source: Path, folder: Path, expected: FileIdentity | None = None) -> Path:
     """Move ``source`` into ``folder`` under its own name (or ``name-N``, fitted); return where it went.
+
+    With ``expected`` (the identity the file had when it was taken) only that file
+    moves: if the name now holds another file (replaced by a sync client while its
+    old version rendered), nothing moves and :class:`FileChanged` is raised, so
+    the caller can take the new version as new work.
 
     Across filesystems the file is copied to a temp name, fsynced and claimed
     before the source is removed, so a crash leaves at worst two copies, never none.
     """
     folder.mkdir(parents=True, exist_ok=True)
     stem, suffix = source.stem, source.suffix
-    for target in _candidates(folder, stem, suffix):
+    info = os.lstat(source)
+    if not _is(info, expected):
+        raise FileChanged(errno.ESTALE, "a newer version replaced it")
+    linked = info.st_nlink > 1 or not stat.S_ISREG(info.st_mode)
+    if linked:  # never a new link to a file linked elsewhere too (nor read a FIFO): rename it
+        try:
+            return _rename_into(source, folder)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV or not stat.S_ISREG(info.st_mode):
+                raise
+    for target in ([] if linked else _candidates(folder, stem, suffix)):
         try:
             os.link(source, target, follow_symlinks=False)
         except FileExistsError:
@@ -239,22 +374,40 @@ def move_without_overwrite(source: Path, folder: Path) -> Path:
             if exc.errno not in _NO_HARDLINKS:
                 raise
             break  # no hard links here: copy instead
-        os.unlink(source)
+        if not _is(os.lstat(target), expected):  # replaced between the check and the link
+            os.unlink(target)
+            raise FileChanged(errno.ESTALE, "a newer version replaced it")
+        remove_if_same(source, expected)
         fsync_dir(folder)
         return target
-    if not stat.S_ISREG(os.lstat(source).st_mode):  # a FIFO or symlink: never read it, rename it
-        target = next(t for t in _candidates(folder, stem, suffix) if not (t.exists() or t.is_symlink()))
-        os.rename(source, target)
-        return target
-    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(stem), suffix=".tmp", dir=folder)
+    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(stem), suffix=".tmp", dir=_temp_folder(folder))
     os.close(fd)
     temp = Path(temp_name)
     try:
-        shutil.copy2(source, temp, follow_symlinks=False)
+        with open(source, "rb", opener=_no_follow_opener) as original:
+            if not _is(os.fstat(original.fileno()), expected):
+                raise FileChanged(errno.ESTALE, "a newer version replaced it")
+            with open(temp, "wb") as copy:
+                shutil.copyfileobj(original, copy, 1 << 20)
+                copy.flush()
+                os.fsync(copy.fileno())
+        shutil.copystat(source, temp, follow_symlinks=False)
         target = claim_free_name(temp, folder, stem, suffix)
     finally:
         if temp.exists():
             temp.unlink()
-    source.unlink()
+    remove_if_same(source, expected)
     fsync_dir(folder)
     return target
+
+
+def _rename_into(source: Path, folder: Path) -> Path:
+    """Rename ``source`` to the first free name in ``folder`` (same filesystem); check-then-rename, ours alone."""
+    target = next(t for t in _candidates(folder, source.stem, source.suffix) if not (t.exists() or t.is_symlink()))
+    os.rename(source, target)
+    fsync_dir(folder)
+    return target
+
+
+def _no_follow_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))

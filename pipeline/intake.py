@@ -8,8 +8,13 @@ where the OS reports it, once its writer closed it). Intake then:
   ``limits.max_file_bytes`` (so a 20 GB sparse file cannot freeze the loop);
 - fingerprints the file through one descriptor opened without following links,
   remembering device, inode, size and mtime (:mod:`pipeline.photo_file`);
+- waits, up to ``watch.incomplete_grace``, for a file that stopped changing but
+  still has regions its writer never filled in (:mod:`pipeline.completeness`);
+- refuses a file with more than one hard link unless ``watch.allow_hard_links``
+  (a link to someone's private file is not a photo sent to us);
 - skips what the ledger says is done with these settings, and queues the rest
-  with the dispatcher;
+  with the dispatcher; the same content under a second name waits for the first
+  and is looked at again as soon as that one settles;
 - fails unusable files alone, keeping the daemon up.
 
 A ledger that cannot be written (disk full) leaves the photo in the inbox and
@@ -30,6 +35,7 @@ from pipeline.dispatch import Dispatcher, WorkItem
 from pipeline.fingerprint import settings_hash
 from pipeline.ledger import Ledger, LedgerError, job_key
 from pipeline.originals import Originals
+from pipeline.completeness import ZeroRunFinder, first_hole, incomplete_reason
 from pipeline.photo_file import FileIdentity, NotAPhotoFile, hash_descriptor, open_regular
 from pipeline.watch import InboxWatcher, StabilityGate, StableFile, is_candidate, preset_for, scan
 
@@ -38,6 +44,7 @@ log = logging.getLogger("photostyle.daemon")
 INTAKE_BUDGET_SECONDS = 0.5  # fingerprinting per tick, so signals and pings stay prompt in a burst
 INBOX_CHECK_SECONDS = 1.0
 LEDGER_RETRY_SECONDS = 5.0
+INCOMPLETE_RECHECK_SECONDS = 2.0  # a file that looks unfinished is fingerprinted again this often (no event needed)
 
 
 class Intake:
@@ -57,6 +64,9 @@ class Intake:
         self._last_rescan = 0.0
         self._deferred: dict[Path, float] = {}  # the ledger could not take them: look again at this time
         self._settings_hashes: dict[str, str] = {}
+        self._incomplete: dict[Path, tuple[FileIdentity, float]] = {}  # looks unfinished: identity, first seen
+        self._same_content: dict[Path, str] = {}  # waits for the queued photo with this key to settle
+        self._warned_folders: set[str] = set()  # "not a preset": once per folder per run
 
     @property
     def config(self) -> Any:
@@ -138,7 +148,9 @@ class Intake:
     # -- finding candidates -------------------------------------------------------------
 
     def consider(self, path: Path) -> None:
-        if self.dispatcher.holds(path) or path in self._deferred or not is_candidate(path, self.config.watch):
+        if self.dispatcher.holds(path) or path in self._deferred:
+            return
+        if not is_candidate(path, self.config.watch, self.config.inbox):
             return
         if self.originals.holds(path):
             return
@@ -169,6 +181,10 @@ class Intake:
             if now >= due:
                 del self._deferred[path]
                 self.consider(path)
+        for path, key in list(self._same_content.items()):
+            if not self.dispatcher.holds_key(key):
+                del self._same_content[path]
+                self.consider(path)
         self._intake(self.gate.release())
 
     # -- fingerprinting -----------------------------------------------------------------
@@ -189,7 +205,10 @@ class Intake:
             preset, warning = preset_for(stable.path, self.config.inbox, self.config.presets,
                                          self.config.default_preset)
             if warning:
-                log.warning(warning)
+                folder = stable.path.relative_to(self.config.inbox).parts[0]
+                if folder not in self._warned_folders:  # once per folder per run, not once per photo
+                    self._warned_folders.add(folder)
+                    log.warning(warning + " (said once for this folder)")
             if stable.problem is not None:
                 self.fail_untouched(stable.path, preset, stable.problem)
                 continue
@@ -199,7 +218,8 @@ class Intake:
         limit = self.config.limits.max_file_bytes
         try:
             fd, info = open_regular(stable.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            self._incomplete.pop(stable.path, None)
             log.info("vanished before it was queued", extra={"fields": {"file": stable.path}})
             return
         except NotAPhotoFile as exc:
@@ -213,26 +233,56 @@ class Intake:
                 self.fail_untouched(stable.path, preset, f"{info.st_size} bytes is over limits.max_file_bytes "
                                                          f"({limit} bytes); not read")
                 return
+            if info.st_nlink > 1 and not self.config.watch.allow_hard_links:
+                self.fail_untouched(stable.path, preset, f"it has {info.st_nlink} hard links, so it may be a link "
+                                    "to a file elsewhere; not read (set watch.allow_hard_links: true if your "
+                                    "photo tools hard-link on purpose)")
+                return
+            zeros = ZeroRunFinder()
+            hole = first_hole(fd, info.st_size)
             try:
-                content = hash_descriptor(fd)
+                content = hash_descriptor(fd, watch=zeros.feed)
             except OSError as exc:
                 self.fail_untouched(stable.path, preset, f"it cannot be read ({exc.strerror or exc})")
                 return
         finally:
             os.close(fd)
-        self._queue_or_skip(stable.path, preset, FileIdentity.of(info), content)
+        identity = FileIdentity.of(info)
+        unfinished = incomplete_reason(hole, zeros.found)
+        if unfinished is not None:
+            self._wait_for_writer(stable.path, preset, identity, unfinished)
+            return
+        self._incomplete.pop(stable.path, None)
+        self._queue_or_skip(stable.path, preset, identity, content)
+
+    def _wait_for_writer(self, path: Path, preset: str, identity: FileIdentity, reason: str) -> None:
+        """A file that stopped changing but looks unfinished: look again soon; fail it after the grace."""
+        now = time.monotonic()
+        seen = self._incomplete.get(path)
+        if seen is None or seen[0] != identity:
+            seen = self._incomplete[path] = (identity, now)
+            log.info("looks unfinished; waiting for its writer", extra={"fields": {
+                "file": path, "reason": reason, "up_to_seconds": self.config.watch.incomplete_grace}})
+        grace = self.config.watch.incomplete_grace
+        if now - seen[1] >= grace:
+            del self._incomplete[path]
+            self.fail_untouched(path, preset, f"{reason}, and it stayed so for {grace:g} s", identity=identity,
+                                partial=True)
+            return
+        self._deferred[path] = now + min(INCOMPLETE_RECHECK_SECONDS, max(grace, 0.1))
 
     def _queue_or_skip(self, path: Path, preset: str, identity: FileIdentity, content: str) -> None:
         settings = self._settings_hash(preset)
         key = job_key(content, preset, settings)
         if self.dispatcher.holds_key(key):
-            return  # the same photo is already queued under another name; the rescan brings it back later
+            self._same_content[path] = key  # the same photo is queued under another name: look again once it settles
+            return
         try:
             record = self.ledger.get(key)
             if record is not None and record.state == "done":
                 log.info("already done with these settings; not redoing it", extra={"fields": {
                     "file": path, "preset": preset, "output": record.output}})
-                self.originals.succeeded(path, preset, identity.size, identity.mtime_ns, None)
+                self.originals.succeeded(path, preset, identity, None)
                 return
             item = WorkItem(path, preset, key, content, settings, identity)
             self.ledger.enqueue(key, content, preset, settings, item.job_id, path)
@@ -248,11 +298,12 @@ class Intake:
                   extra={"fields": {"file": path, "reason": error, "in_seconds": LEDGER_RETRY_SECONDS}})
         self._deferred[path] = time.monotonic() + LEDGER_RETRY_SECONDS
 
-    def fail_untouched(self, path: Path, preset: str, reason: str) -> None:
+    def fail_untouched(self, path: Path, preset: str, reason: str, identity: FileIdentity | None = None,
+                       partial: bool = False) -> None:
         """A file that never reached a job (symlink, FIFO, empty, too big, unreadable): move it to failed/."""
         log.error("failed", extra={"fields": {"file": path, "preset": preset, "stage": "intake", "reason": reason}})
         try:
             self.ledger.record_failure(path, preset, f"intake: {reason}")
         except LedgerError as exc:
             log.warning("ledger not updated", extra={"fields": {"file": path, "reason": exc}})
-        self.originals.failed(path, preset, "intake", reason)
+        self.originals.failed(path, preset, "intake", reason, identity=identity, partial=partial)

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +76,13 @@ def _read_all(fd: int, size_hint: int) -> bytes:
         chunks.append(block)
 
 
-def hash_descriptor(fd: int) -> str:
-    """SHA-256 of everything readable from ``fd`` (from its current offset)."""
+def hash_descriptor(fd: int, *, watch: Callable[[bytes], None] | None = None) -> str:
+    """SHA-256 of everything readable from ``fd`` (from its current offset); ``watch`` sees each block too."""
     digest = hashlib.sha256()
     while block := os.read(fd, CHUNK):
         digest.update(block)
+        if watch is not None:
+            watch(block)
     return digest.hexdigest()
 
 
@@ -118,3 +121,24 @@ def read_photo_bytes(path: Path) -> bytes:
         return _read_all(fd, info.st_size)
     finally:
         os.close(fd)
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are two regular files (not links) with the same bytes."""
+    try:
+        fd_a, info_a = open_regular(a)
+    except OSError:
+        return False
+    try:
+        try:
+            fd_b, info_b = open_regular(b)
+        except OSError:
+            return False
+        try:
+            if info_a.st_size != info_b.st_size:
+                return False
+            return hash_descriptor(fd_a) == hash_descriptor(fd_b)
+        finally:
+            os.close(fd_b)
+    finally:
+        os.close(fd_a)

@@ -154,10 +154,13 @@ def read_sidecar(output: Path) -> dict[str, Any]:
     return load_record(path)
 
 
-def record_original(output: Path, original: Path | None, policy: str) -> None:
-    """Say in the sidecar where the original went after the job (``watch.after``), so its paths stay true."""
+def record_original(output: Path, original: Path | None, policy: str, note: str | None = None) -> None:
+    """Say in the sidecar where the original went after the job (``watch.after``), so its paths stay true.
+
+    ``note`` explains an original that was not handled as ``policy`` says (replaced by a newer version).
+    """
     path = sidecar_path(output)
     record = load_record(path)
     where = path_fields("path", original.absolute()) if original is not None else {"path": None}
-    record["original"] = {"after": policy, **where}
+    record["original"] = {"after": policy, **where, **({"note": note} if note else {})}
     write_text_atomic(path, to_json(record))

@@ -7,7 +7,8 @@ on inotify overflow, and sees nothing on NFS/SMB. Hence:
 - every event, start-up scan and periodic rescan just marks a path *dirty*;
 - :class:`StabilityGate` takes a dirty path only once its size is > 0 and its
   size and mtime have not changed for ``stable_seconds``;
-- sync clients' temp names and dotfiles are never taken (:func:`is_candidate`);
+- sync clients' temp names, dotfiles and anything in a dot-folder are never
+  taken (:func:`is_candidate`);
 - where the OS reports that a writer closed a file (inotify's IN_CLOSE_WRITE), a
   file written and not yet closed is held back however long its writer pauses
   (a slow phone upload over SMB), up to :data:`OPEN_WRITE_TIMEOUT`.
@@ -32,10 +33,31 @@ from watchdog.observers.polling import PollingObserver
 OPEN_WRITE_TIMEOUT = 3600.0  # a writer silent this long with the file open is taken as finished anyway
 
 
-def is_candidate(path: Path, options: Any) -> bool:
-    """True for names that may be photos: allowed extension, not a dotfile, no ignore glob matches."""
+def in_hidden_folder(path: Path, root: Path) -> bool:
+    """True when a folder between ``root`` and ``path`` is a dot-folder.
+
+    Sync clients keep their own files there: rsync's ``--delay-updates``
+    (``.~tmp~/``, renamed into place at the end) and ``--partial-dir``,
+    Syncthing's ``.stversions/`` and ``.stfolder/``, Dropbox's ``.dropbox.cache/``.
+    Taking one breaks the client (rsync's final rename fails) or its archive.
+    """
+    try:
+        folders = path.relative_to(root).parts[:-1]
+    except ValueError:
+        return False
+    return any(part.startswith(".") for part in folders)
+
+
+def is_candidate(path: Path, options: Any, root: Path | None = None) -> bool:
+    """True for names that may be photos: allowed extension, not a dotfile, no ignore glob matches.
+
+    With ``root`` (the inbox), a file inside a dot-folder under it is never a
+    candidate either, whether an event, the start-up scan or a rescan saw it.
+    """
     name = path.name
     if name.startswith("."):
+        return False
+    if root is not None and in_hidden_folder(path, root):
         return False
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in options.ignore):
         return False
@@ -63,7 +85,7 @@ def scan(inbox: Path, options: Any) -> list[Path]:
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in files:
             path = Path(folder) / name
-            if not is_candidate(path, options):
+            if not is_candidate(path, options, inbox):
                 continue
             try:
                 found.append((path.lstat().st_mtime, path))
@@ -120,7 +142,7 @@ class StabilityGate:
         for path, seen in list(self._pending.items()):
             try:
                 info = path.lstat()
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # gone, or a folder on its way was replaced by a file
                 del self._pending[path]
                 continue
             except OSError as exc:

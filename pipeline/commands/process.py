@@ -24,6 +24,7 @@ from pipeline.app import App
 from pipeline.context import JobResult, WorkerResources
 from pipeline.errors import ConfigError, ImageLoadError, PhotostyleError
 from pipeline.executor import Executor, Submission, WorkerLost
+from pipeline.fileops import staging_folder, use_staging_folder
 from pipeline.job import JobRequest, Rendered, publish
 from pipeline.photo_file import NotAPhotoFile, read_photo_bytes
 from pipeline.textsafe import printable
@@ -64,6 +65,7 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
     if preset not in app.config.presets:
         known = ", ".join(sorted(app.config.presets))
         raise ConfigError([f"{app.config_path}: unknown preset {preset!r} (presets: {known})"])
+    use_staging_folder(staging_folder(app.config.state))  # temp files stay out of the outbox (README, sync clients)
     if app.config.executor.kind != "local":
         return process_on_executor(app, photos, preset, output_dir, as_json)
     worker = Worker(app)

@@ -34,7 +34,11 @@ UNIT_NAME = "photostyle.service"
 HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))
 #: Characters systemd refuses in ``ExecStart=``'s executable ("contains special characters"), however quoted.
 UNSAFE_EXECUTABLE = "\"'\\"
-ENV = "/usr/bin/env"
+#: How to start an executable whose path systemd refuses: a constant ``sh -c`` script that ``exec``s its ``$0``
+#: with its arguments. The path is only ever an argument, never shell text, so no character in it (``'``, ``=``,
+#: ``$``, a space) means anything to the shell, and ``exec`` keeps the PID systemd watches (``Type=notify``).
+#: Not ``/usr/bin/env``: it reads any argument containing ``=`` as an assignment (``/tmp/a=b'c/python``).
+TRAMPOLINE = ["/bin/sh", "-c", 'exec "$0" "$@"']
 #: Hidden from the service by ``PrivateTmp=yes`` (it gets fresh, empty ones).
 PRIVATE_TMP_ROOTS = (Path("/tmp"), Path("/var/tmp"))
 
@@ -159,7 +163,7 @@ def render_unit(config: Any, config_path: Path, *, user: bool, account: ServiceA
     protect_home = protect_home_value(writable + read_paths(config, config_path))
     argv = [str(python), "-m", "pipeline", "watch", "-c", str(config_path)]
     if any(char in argv[0] for char in UNSAFE_EXECUTABLE):
-        argv.insert(0, ENV)  # systemd refuses such an executable path, but not such an argument
+        argv[:0] = TRAMPOLINE  # systemd refuses such an executable path, but not such an argument
     exec_start = " ".join([word(argv[0], "the Python executable")]
                           + [word(arg, "a path", variables=True) for arg in argv[1:]])
     readme = Path(__file__).resolve().parent.parent / "README.md"

@@ -3,8 +3,11 @@
 ``systemd-analyze verify`` is the judge of the unit's syntax: it warns about a split
 ``Environment=`` assignment and fails when ``ExecStart=``'s executable does not
 exist, which is what a ``%`` expanded as a specifier or a path split at a space
-produces. The units are rendered with a real executable (a symlink to this Python
-placed in a folder with the hostile name) so that check means something.
+produces. The units are rendered with a real executable (this Python, as a venv of
+links in a folder with the hostile name) so that check means something. ``verify``
+is not enough: a unit it accepts may still fail to start (``/usr/bin/env`` took a
+path with ``=`` for an assignment), so the command line is also parsed the way
+systemd parses it and run.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -25,7 +30,7 @@ from conftest import write_config
 from pipeline.app import load_app
 from pipeline.cli import main
 from pipeline.nst.layers import init_like_torchvision, vgg19_features
-from pipeline.service import ServiceAccount, install, plan_install, render_unit, sandbox_warnings
+from pipeline.service import TRAMPOLINE, ServiceAccount, install, plan_install, render_unit, sandbox_warnings
 from pipeline.weights import import_weights
 
 HOSTILE_NAMES = [
@@ -36,6 +41,8 @@ HOSTILE_NAMES = [
     "dollar $HOME ${USER}",
     "ünïcödé ☃ 写真",
     "all of it: %h $X 'q' \"d\" \\ ü",
+    "a=b'c",  # /usr/bin/env read "…/a=b'c/venv/bin/python" as an assignment
+    "x=y \"q\" $Z",
 ]
 
 
@@ -76,12 +83,30 @@ def _settings(unit: str) -> dict[str, list[str]]:
     return found
 
 
+def _venv_python(venv: Path) -> Path:
+    """A Python at ``venv/bin/python`` that imports what this one does (photostyle included), made of links.
+
+    A bare link to a venv's Python would not find the venv (Python looks for ``pyvenv.cfg`` beside the path
+    it was started by), so a venv is a ``pyvenv.cfg`` and a link to this venv's ``site-packages``.
+    """
+    python = venv / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    if sys.prefix == sys.base_prefix:  # not a venv: the interpreter finds its own prefix through the link
+        python.symlink_to(sys.executable)
+        return python
+    python.symlink_to(os.path.realpath(sys.executable))
+    shutil.copyfile(Path(sys.prefix) / "pyvenv.cfg", venv / "pyvenv.cfg")
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    site = venv / purelib.relative_to(sys.prefix)
+    site.parent.mkdir(parents=True)
+    site.symlink_to(purelib, target_is_directory=True)
+    return python
+
+
 def _hostile_project(root: Path, name: str) -> tuple[Path, Path, ServiceAccount]:
     """A project, a Python executable and a torch cache, all in folders called ``name``."""
     config = write_config(root / name / "project")
-    python = root / name / "venv" / "bin" / "python"
-    python.parent.mkdir(parents=True)
-    python.symlink_to(sys.executable)
+    python = _venv_python(root / name / "venv")
     me = pwd.getpwuid(os.geteuid())
     account = ServiceAccount(me.pw_name, me.pw_uid, me.pw_gid, Path(me.pw_dir), root / name / "torch cache", "test")
     return config, python, account
@@ -101,8 +126,8 @@ def test_unit_values_read_back_exactly_for_hostile_paths(tmp_path: Path, name: s
     executable, *arguments = [unspecified(word) for word in _unquote_list(exec_start)]
     assert all("$" not in arg.replace("$$", "") for arg in arguments), "a $ that systemd would expand"
     arguments = [arg.replace("$$", "$") for arg in arguments]
-    if executable == "/usr/bin/env":  # the way to run an executable whose path systemd would refuse
-        executable, *arguments = arguments
+    if [executable, *arguments[:2]] == TRAMPOLINE:  # the way to run an executable whose path systemd would refuse
+        executable, *arguments = arguments[2:]
     assert executable == str(python)
     assert arguments == ["-m", "pipeline", "watch", "-c", str(app.config_path)]
     environment = [unspecified(word) for value in settings["Environment"] for word in _unquote_list(value)]
@@ -131,6 +156,43 @@ def test_systemd_analyze_verify_accepts_units_for_hostile_paths(tmp_path: Path, 
                                   capture_output=True, text=True, timeout=120)
         complaints = [line for line in (verified.stdout + verified.stderr).splitlines() if "photostyle" in line]
         assert verified.returncode == 0 and not complaints, f"{name!r}:\n{verified.stdout}{verified.stderr}"
+
+
+def _systemd_argv(exec_start: str) -> list[str]:
+    """``ExecStart=``'s value as the argv systemd executes (systemd.unit(5), systemd.syntax(7), systemd.service(5)).
+
+    Specifiers first (only ``%%`` is written), then the split into words (quotes group, backslash escapes), then
+    variables in the arguments (``$$`` is a ``$``; no variable is ever meant). The executable takes no prefix.
+    """
+    assert re.fullmatch(r"(?:[^%]|%%)*", exec_start), f"a specifier systemd would expand in {exec_start!r}"
+    words = _unquote_list(exec_start.replace("%%", "%"))
+    assert words and words[0].startswith("/"), f"not an absolute executable: {words!r}"
+    for argument in words[1:]:
+        assert "$" not in argument.replace("$$", ""), f"a variable systemd would expand in {argument!r}"
+    return [words[0]] + [argument.replace("$$", "$") for argument in words[1:]]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_the_unit_s_command_line_runs_as_systemd_parses_it(tmp_path: Path, name: str) -> None:
+    """Seen: a venv under ``/tmp/a=b'c/`` gave a unit that ``verify`` accepted but that could not start, because
+    ``/usr/bin/env`` took the Python's path for an assignment. The command line is parsed as systemd parses it and
+    run, with ``check`` for ``watch`` (the only change), in the unit's working folder and environment."""
+    config_path, python, account = _hostile_project(tmp_path, name)
+    app = load_app(config_path)
+    settings = _settings(render_unit(app.config, app.config_path, user=True, account=account, python=python))
+    [exec_start] = settings["ExecStart"]
+    argv = _systemd_argv(exec_start)
+    assert argv.count("watch") == 1 and argv[-4:] == ["pipeline", "watch", "-c", str(app.config_path)], argv
+    argv[argv.index("watch")] = "check"
+    environment = dict(word.replace("%%", "%").split("=", 1)
+                       for value in settings["Environment"] for word in _unquote_list(value))
+    [folder] = settings["WorkingDirectory"]
+    run = subprocess.run(argv, cwd=folder.replace("%%", "%"), env={**os.environ, **environment},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"{name!r}: {argv!r}\n{run.stdout}{run.stderr}"
+    assert run.stdout.startswith(f"{app.config_path}: OK"), run.stdout  # the config's path arrived intact
+    if not any(char in str(python) for char in "\"'\\"):
+        assert argv[0] == str(python), "the Python is run directly when systemd accepts its path"
 
 
 def test_a_path_with_a_newline_is_refused_with_one_line(tmp_path: Path, capsys) -> None:

@@ -59,6 +59,13 @@ PRESET_NAME_RULE = (
     f"at most {PRESET_NAME_MAX} characters"
 )
 
+#: The gallery's page, ``outbox/index.html`` (:mod:`pipeline.gallery` takes its name from here).
+GALLERY_PAGE = "index.html"
+#: What photostyle itself keeps at the top of the outbox, beside the preset folders: a preset of one of
+#: these names (compared ignoring case, for case-insensitive file systems) could never save a result.
+#: Dot-names (``.thumbs``: the gallery's thumbnails and index) are refused by :data:`PRESET_NAME` already.
+OUTBOX_OWN_NAMES = {GALLERY_PAGE: "the gallery page", ".thumbs": "the gallery's thumbnails"}
+
 
 def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
     """``"; did you mean 'cuda'?"`` for the nearest choice (difflib), or ``""`` when none is near."""
@@ -70,13 +77,17 @@ def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
 
 
 def preset_name_problem(name: Any) -> str | None:
-    """Why ``name`` cannot be a preset name (it would escape its folder), or None when it can."""
+    """Why ``name`` cannot be a preset name (it would escape its folder, or its outbox folder is taken), or None."""
     if not isinstance(name, str):
         return None  # pydantic reports a key that is not a string
     if len(name) > PRESET_NAME_MAX or not PRESET_NAME.fullmatch(name):
         safe = style_preset_name(name)
         hint = f"; try {safe!r}" if re.search(r"[A-Za-z0-9]", name) else ""
         return f"{PRESET_NAME_RULE} (got {name!r}{hint})"
+    for own, what in OUTBOX_OWN_NAMES.items():
+        if name.casefold() == own.casefold():
+            return (f"{name!r} is taken: outbox/{own} is {what}, so this preset's results could never be saved "
+                    "in outbox/" + name + "/; choose another name")
     return None
 
 

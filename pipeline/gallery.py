@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pipeline.config import GALLERY_PAGE
 from pipeline.fileops import name_max, read_regular_file, write_text_atomic
 from pipeline.sidecar import SUFFIX, SidecarError, load_record, path_fields, record_path, sidecar_path
 from pipeline.textsafe import printable, readable
@@ -54,7 +55,7 @@ from pipeline.thumbnails import KINDS, THUMBS_DIR, relative_to_outbox, thumbnail
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "index.html"
+INDEX_NAME = GALLERY_PAGE  # a preset of this name is refused by the config
 CARDS_NAME = ".gallery.json"  # in outbox/.thumbs: dot-named, so never a preset's thumbnail folder
 LOCK_NAME = ".gallery.lock"
 CARDS_FORMAT = 1

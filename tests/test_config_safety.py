@@ -197,3 +197,25 @@ def test_modest_aliases_and_merge_keys_still_work(project: Path) -> None:
     presets = load_app(config).config.presets
     assert (presets["a"].size, presets["b"].size, presets["c"].size) == (64, 128, 64)
     assert presets["b"].style == project / "art" / "stripes.png"
+
+
+@pytest.mark.parametrize("name", ["index.html", "Index.HTML"])
+def test_a_preset_named_like_the_outbox_s_own_files_is_refused_by_check(project: Path, name: str) -> None:
+    """Seen: a preset ``index.html`` passed ``check``, and its results could never be saved ("File exists",
+    retried forever): ``outbox/index.html`` is the gallery page."""
+    config = preset_config(project, name)
+    result = run_cli("check", "-c", config)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"{config}:6: presets.{name}: '{name}' is taken: outbox/index.html is the gallery page")
+    assert "Traceback" not in result.stderr
+
+
+def test_every_name_photostyle_keeps_at_the_top_of_the_outbox_is_refused_as_a_preset_name() -> None:
+    from pipeline.config import OUTBOX_OWN_NAMES, preset_name_problem
+    from pipeline.gallery import INDEX_NAME
+    from pipeline.thumbnails import THUMBS_DIR
+
+    assert {INDEX_NAME, THUMBS_DIR} <= set(OUTBOX_OWN_NAMES)
+    assert all(preset_name_problem(name) for name in OUTBOX_OWN_NAMES)
+    assert preset_name_problem("index") is None and preset_name_problem("index.htm") is None

@@ -219,3 +219,50 @@ def test_every_name_photostyle_keeps_at_the_top_of_the_outbox_is_refused_as_a_pr
     assert {INDEX_NAME, THUMBS_DIR} <= set(OUTBOX_OWN_NAMES)
     assert all(preset_name_problem(name) for name in OUTBOX_OWN_NAMES)
     assert preset_name_problem("index") is None and preset_name_problem("index.htm") is None
+
+
+def test_an_alias_cycle_is_refused_before_it_costs_memory(project: Path) -> None:
+    """Seen: ``cyc: &c [*c]`` in a 413-byte config cost 425 MB: the loop was walked, one level deeper per
+    step, until the alias limit stopped it. It is now found on the composed graph, before any walk."""
+    import tracemalloc
+
+    from pipeline.yamlsource import YamlSyntaxError, parse_yaml
+
+    config = project / "config.yaml"
+    config.write_text("default_preset: p\npresets:\n  p: {style: art/stripes.png}\ncyc: &c [*c]\n")
+    result = run_cli("check", "-c", config)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"{config}:4: cyc.0: an alias ('*name') here refers to a value that contains it")
+    assert "Traceback" not in result.stderr
+
+    tracemalloc.start()
+    try:
+        for text in ("cyc: &c [*c]\n", "a: &m {b: {c: [1, {d: *m}]}}\n", "m: &m {x: 1, <<: *m}\n"):
+            with pytest.raises(YamlSyntaxError, match="refers to a value that contains it"):
+                parse_yaml(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"{peak} bytes to refuse three loops of a few bytes each"
+
+
+def test_aliases_that_stack_deep_nesting_are_refused_in_small_memory() -> None:
+    """Without a loop, aliases can still stack a file's nesting many times over; every value's key path
+    is as long as its depth, so depth is bounded too."""
+    import tracemalloc
+
+    from pipeline.yamlsource import YamlSyntaxError, parse_yaml
+
+    lines = ["l0: &l0 " + "[" * 50 + "x" + "]" * 50]
+    lines += [f"l{n}: &l{n} " + "[" * 50 + f"*l{n - 1}" + "]" * 50 for n in range(1, 100)]
+    tracemalloc.start()
+    try:
+        with pytest.raises(YamlSyntaxError) as refused:
+            parse_yaml("\n".join(lines) + "\n")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak} bytes for a 10 KB file"
+    [problem] = refused.value.format("c.yaml")
+    assert re.fullmatch(r"c\.yaml:2: l1: values nest more than \d+ levels deep here: .*", problem), problem

@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -51,6 +52,8 @@ STYLES_CHECK_SECONDS = 1.0
 ABANDON_GRACE_SECONDS = 10.0
 LEDGER_FILE = "ledger.sqlite3"
 STATUS_FILE = "status.json"
+#: While the status file cannot be written (a full or read-only state disk), how often that is logged again.
+STATUS_WARN_INTERVAL = 300.0
 
 
 def open_ledger(state: Path) -> Ledger:
@@ -71,6 +74,52 @@ def open_ledger(state: Path) -> Ledger:
     return Ledger(path)
 
 
+class StatusWriter:
+    """Writes ``state/status.json``; logs a failure once, then at most every ``interval`` s, and the recovery once.
+
+    The status is written every second, so a full state disk once logged 3,600 lines an hour. The first
+    failure is logged at once (with the reason); while it lasts, one reminder per ``interval`` (with how many
+    writes failed and for how long); the first write that works again says so. ``clock`` is injectable, so
+    the policy is tested without waiting.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic,
+                 interval: float = STATUS_WARN_INTERVAL) -> None:
+        self.path = path
+        self.clock = clock
+        self.interval = interval
+        self.failing_since: float | None = None
+        self.failures = 0
+        self._reported = 0.0
+
+    def write(self, text: str) -> bool:
+        """Write the status (atomically); False when it could not be written."""
+        try:
+            write_text_atomic(self.path, text)
+        except OSError as exc:
+            self._failed(str(exc.strerror or exc))
+            return False
+        if self.failing_since is not None:
+            log.info("status written again", extra={"fields": {
+                "file": self.path, "failed_writes": self.failures,
+                "seconds": round(self.clock() - self.failing_since, 1)}})
+            self.failing_since, self.failures = None, 0
+        return True
+
+    def _failed(self, reason: str) -> None:
+        now = self.clock()
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = self._reported = now
+            log.warning("could not write status", extra={"fields": {
+                "file": self.path, "reason": reason, "reminder_every_seconds": self.interval}})
+        elif now - self._reported >= self.interval:
+            self._reported = now
+            log.warning("still cannot write status", extra={"fields": {
+                "file": self.path, "reason": reason, "failed_writes": self.failures,
+                "seconds": round(now - self.failing_since, 1)}})
+
+
 class Daemon:
     """The watch-folder service: see the module docstring."""
 
@@ -85,6 +134,7 @@ class Daemon:
         self.lock = StateLock(app.config.state)
         self.started = time.time()
         self._last_status = 0.0
+        self.status_writer = StatusWriter(app.config.state / STATUS_FILE)
         self.ledger: Ledger | None = None
         self.executor: Executor | None = None
         self.intake: Intake | None = None
@@ -308,10 +358,7 @@ class Daemon:
             "running": self._running_view(),
             "workers": [worker.as_json() for worker in self.executor.workers()],
         }
-        try:
-            write_text_atomic(self.config.state / STATUS_FILE, json.dumps(status, indent=2, default=str))
-        except OSError as exc:
-            log.warning("could not write status", extra={"fields": {"reason": exc.strerror or exc}})
+        self.status_writer.write(json.dumps(status, indent=2, default=str))
         self.notifier.status(self._status_line())
 
 

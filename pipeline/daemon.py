@@ -9,7 +9,7 @@ The main loop owns the files and the ledger and never renders a photo:
 - :class:`~pipeline.originals.Originals` moves originals, retrying with back-off;
 - the executor renders: a worker thread here (the default), or Ray actors.
 
-Around them: one daemon per state folder (a lock), recovery after a crash,
+Around them: one daemon per state folder and one per inbox (locks), recovery after a crash,
 signals (SIGTERM finishes the running photo within ``watch.shutdown_timeout``;
 an interactive Ctrl-C abandons it at once and a second one exits), SIGHUP
 reloads, systemd notifications and the status file.
@@ -41,7 +41,7 @@ from pipeline.intake import Intake
 from pipeline.ledger import Ledger, LedgerError
 from pipeline.originals import Originals
 from pipeline.recovery import recover
-from pipeline.state_lock import StateLock
+from pipeline.state_lock import AlreadyRunning, InboxLock, StateLock, StateLockError, inbox_key
 from pipeline.systemd import Notifier
 
 log = logging.getLogger("photostyle.daemon")
@@ -54,6 +54,8 @@ LEDGER_FILE = "ledger.sqlite3"
 STATUS_FILE = "status.json"
 #: While the status file cannot be written (a full or read-only state disk), how often that is logged again.
 STATUS_WARN_INTERVAL = 300.0
+#: How often the daemon checks that its inbox lock file is still there (see InboxLock.check).
+LOCK_CHECK_SECONDS = 10.0
 
 
 def open_ledger(state: Path) -> Ledger:
@@ -132,6 +134,8 @@ class Daemon:
         self.stop_deadline = float("inf")
         self.reload_requested = False
         self.lock = StateLock(app.config.state)
+        self.inbox_lock = self._inbox_lock(app)
+        self._lock_checked = 0.0
         self.started = time.time()
         self._last_status = 0.0
         self.status_writer = StatusWriter(app.config.state / STATUS_FILE)
@@ -182,6 +186,7 @@ class Daemon:
         if warning:
             log.warning(warning)
         self.lock.acquire()
+        self.inbox_lock.acquire()  # one daemon per inbox too, whatever its state folder
         use_staging_folder(staging_folder(self.config.state))
         if not staging_shares_filesystem(self.config.outbox):
             log.warning("the state folder is on another filesystem than the outbox, so temp files are written "
@@ -231,6 +236,7 @@ class Daemon:
             self.originals.tick()
             self.dispatcher.tick()
             self._publish_status()
+            self._check_inbox_lock()
             self.notifier.watchdog()
         return self._shutdown()
 
@@ -261,9 +267,22 @@ class Daemon:
         assert self.ledger is not None
         self.ledger.close()
         self.notifier.close()
+        self.inbox_lock.release()
         self.lock.release()
         log.info("stopped")
         return 0
+
+    # -- the inbox lock ---------------------------------------------------------------------
+
+    def _inbox_lock(self, app: App) -> InboxLock:
+        """The lock on ``app``'s inbox, naming this daemon's state folder (it never changes while running)."""
+        return InboxLock(app.config.inbox, {"state": self.lock.path.parent, "config": app.config_path})
+
+    def _check_inbox_lock(self) -> None:
+        now = time.monotonic()
+        if now - self._lock_checked >= LOCK_CHECK_SECONDS:
+            self._lock_checked = now
+            self.inbox_lock.check()
 
     # -- the styles folder ----------------------------------------------------------------
 
@@ -307,7 +326,20 @@ class Daemon:
             log.error("keeping the current config")
             self.notifier.ready(self._status_line())
             return
+        moved_inbox = None
+        if inbox_key(new_app.config.inbox) != self.inbox_lock.key:  # a new inbox must be free first
+            moved_inbox = self._inbox_lock(new_app)
+            try:
+                moved_inbox.acquire()
+            except (AlreadyRunning, StateLockError) as exc:
+                log.error("cannot take the new inbox: %s", exc)
+                log.error("keeping the current config")
+                self.notifier.ready(self._status_line())
+                return
         old = self.config
+        if moved_inbox is not None:
+            self.inbox_lock.release()
+            self.inbox_lock = moved_inbox
         if new_app.config.state != old.state:
             log.warning("the state folder cannot change while running; restart to use the new one",
                         extra={"fields": {"state": old.state}})

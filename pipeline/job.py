@@ -14,6 +14,13 @@
 stage *hooks*, never a particular stage: which plugins run is the plugin host's
 business. Failures become a :class:`~pipeline.errors.PhotostyleError` naming the
 stage (and plugin), after the ``job_failed`` hook has been told.
+
+Metadata that cannot be carried (EXIF or an ICC profile the output format cannot
+hold, a CMYK profile no transform can be built from) is dropped, not fatal: each
+such note is logged as a warning and added to the report's ``warnings``, which
+the sidecar keeps. A failed photo's error is kept without the frames it was
+raised through (they held its bytes and pixels), and the memory is given back
+(:mod:`pipeline.memory`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pipeline.context import JobContext, JobResult, WorkerResources
 from pipeline.errors import Cancelled, OutputError, PhotostyleError, StageError
 from pipeline.fileops import write_new_file
 from pipeline.imageio import EXTENSIONS, Photo, decode_photo, encode, load_photo
+from pipeline.memory import drop_tracebacks, release_memory
 from pipeline.plugin_host import PluginHost
 from pipeline.sidecar import write_sidecar
 
@@ -85,11 +93,31 @@ def _read_photo(request: JobRequest, max_pixels: int) -> Photo:
     return load_photo(request.source, max_pixels)
 
 
+def warn(ctx: JobContext, message: str) -> None:
+    """A warning about this photo: logged, and kept in its report (so in its sidecar)."""
+    ctx.log.warning("%s: %s", ctx.source, message)
+    ctx.report.setdefault("warnings", []).append(message)
+
+
+@contextmanager
+def _own_stage(stage: str) -> Iterator[None]:
+    """Any error of a stage photostyle runs itself (not a plugin's) fails this photo alone, naming the stage."""
+    try:
+        yield
+    except PhotostyleError:
+        raise
+    except Exception as exc:
+        raise StageError(stage, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+
+
 def _load(ctx: JobContext, request: JobRequest) -> object:
-    photo = _read_photo(request, ctx.config.limits.max_pixels)
+    with _own_stage("load"):
+        photo = _read_photo(request, ctx.config.limits.max_pixels)
     ctx.original, ctx.alpha = photo.image, photo.alpha
     ctx.exif, ctx.icc_profile = photo.exif, photo.icc_profile
     ctx.report["input_format"] = photo.format
+    for message in photo.warnings:
+        warn(ctx, message)
     if photo.frames > 1:
         ctx.log.info("%s: animated (%d frames); using the first frame", ctx.source, photo.frames)
     return photo.image
@@ -106,14 +134,20 @@ def _stylize(host: PluginHost, image: object, ctx: JobContext) -> object:
 def _encode(image: object, ctx: JobContext) -> bytes:
     options = ctx.preset.output
     keep = options.keep_metadata
-    return encode(
-        image,  # type: ignore[arg-type]
-        options.format,
-        quality=options.quality,
-        alpha=ctx.alpha,
-        exif=ctx.exif if keep else None,
-        icc_profile=ctx.icc_profile if keep else None,
-    )
+    dropped: list[str] = []
+    with _own_stage("encode"):
+        data = encode(
+            image,  # type: ignore[arg-type]
+            options.format,
+            quality=options.quality,
+            alpha=ctx.alpha,
+            exif=ctx.exif if keep else None,
+            icc_profile=ctx.icc_profile if keep else None,
+            dropped=dropped,
+        )
+    for message in dropped:
+        warn(ctx, message)
+    return data
 
 
 def new_context(request: JobRequest, resources: WorkerResources) -> JobContext:
@@ -213,7 +247,7 @@ def render_jobs(
         except PhotostyleError as exc:
             if isinstance(exc, Cancelled):
                 raise
-            outcomes[index] = exc
+            outcomes[index] = _failed(exc, job.ctx)
     stylized: dict[int, object] = {}
     ready = sorted(images)
     if len(ready) > 1:
@@ -225,7 +259,7 @@ def render_jobs(
         except StageError as exc:  # the batch plugin failed: every photo in it fails with its name
             for index in ready:
                 host.notify("job_failed", fatal=False, ctx=jobs[index].ctx, error=str(exc))
-                outcomes[index] = exc
+                outcomes[index] = _failed(exc, jobs[index].ctx)
             ready, batch = [], None
         if batch is not None:
             elapsed = time.perf_counter() - began
@@ -242,8 +276,24 @@ def render_jobs(
         except PhotostyleError as exc:
             if isinstance(exc, Cancelled):
                 raise
-            outcomes[index] = exc
+            outcomes[index] = _failed(exc, job.ctx)
+    if any(isinstance(outcome, PhotostyleError) for outcome in outcomes):
+        images.clear()
+        stylized.clear()
+        release_memory()
     return [(outcome, job.ctx) for outcome, job in zip(outcomes, jobs, strict=True)]  # type: ignore[misc]
+
+
+def _failed(error: PhotostyleError, ctx: JobContext) -> PhotostyleError:
+    """A photo's error as kept for its report: without the frames it came through, nor the photo's pixels.
+
+    The frames hold the photo's bytes and every decoded copy (and, through this
+    function's caller, the whole batch's): kept with the error until the garbage
+    collector found the cycle, five failed 900 MB files held 2.5 GB.
+    """
+    drop_tracebacks(error)
+    ctx.original = ctx.alpha = None
+    return error
 
 
 def publish(
@@ -320,7 +370,7 @@ def run_jobs(
             try:
                 outcome = publish(outcome, request, host, resources, ctx=ctx)
             except PhotostyleError as exc:
-                outcome = exc
+                outcome = _failed(exc, ctx)
         results.append(outcome)
     return results
 

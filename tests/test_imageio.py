@@ -23,7 +23,17 @@ from PIL import Image, ImageCms
 
 from pipeline.errors import ImageLoadError
 from pipeline.fileops import write_new_file
-from pipeline.imageio import encode, load_photo, resize_long_edge
+from pipeline.imageio import (
+    HEAD_BYTES,
+    NOT_AN_IMAGE,
+    decode_budget,
+    decode_cost,
+    decode_photo,
+    encode,
+    load_photo,
+    resize_long_edge,
+    sniff_format,
+)
 
 ORIENTATION = 0x0112
 MAKE = 0x010F
@@ -86,12 +96,16 @@ def _lab_from_srgb(rgb: tuple[float, float, float]) -> tuple[float, float, float
     return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
 
 
-def synthetic_cmyk_profile() -> bytes:
+def synthetic_cmyk_profile(*, with_table: bool = True) -> bytes:
     """A valid ICC v2 CMYK input profile (A2B0 lut16, 2-point grid) with deliberately odd inks.
 
     Cyan ink prints magenta, magenta prints yellow, yellow prints cyan (a rotation of
     Pillow's naive ``1 - ink`` formula), so a conversion that ignored the profile is
     unmistakable: pure cyan comes out (255, 0, 255), not (0, 255, 255).
+
+    ``with_table=False`` leaves the A2B0 table out: a profile that parses (a CMYK
+    input profile, by its header) but from which no transform can be built
+    (``PyCMSError: cannot build transform``), as some damaged files carry.
     """
 
     def ink_rgb(c: int, m: int, y: int, k: int) -> tuple[float, float, float]:
@@ -109,7 +123,7 @@ def synthetic_cmyk_profile() -> bytes:
     desc = b"desc" + bytes(4) + struct.pack(">I", len(text) + 1) + text + b"\0" + bytes(8) + bytes(3) + bytes(67)
     white = b"XYZ " + bytes(4) + _s15(0.9642) + _s15(1.0) + _s15(0.8249)
     copyright_ = b"text" + bytes(4) + b"public domain\0"
-    tags = [(b"desc", desc), (b"wtpt", white), (b"cprt", copyright_), (b"A2B0", lut)]
+    tags = [(b"desc", desc), (b"wtpt", white), (b"cprt", copyright_)] + ([(b"A2B0", lut)] if with_table else [])
     offset = 128 + 4 + 12 * len(tags)
     table, body = struct.pack(">I", len(tags)), b""
     for signature, data in tags:
@@ -360,6 +374,19 @@ def test_cmyk_jpeg_without_profile_gets_sensible_colours(tmp_path: Path) -> None
     assert photo.icc_profile is None
 
 
+def test_cmyk_profile_no_transform_can_be_built_from_is_dropped_with_a_warning(tmp_path: Path) -> None:
+    """Pillow raised ``PyCMSError: cannot build transform`` out of the loader: the photo failed as an internal error."""
+    path = tmp_path / "print.jpg"
+    cmyk_patches().save(path, quality=100, icc_profile=synthetic_cmyk_profile(with_table=False))
+    photo = load_photo(path, LIMIT)
+    assert photo.image.mode == "RGB" and photo.icc_profile is None
+    [warning] = photo.warnings
+    assert "CMYK colour profile cannot be used" in warning and "cannot build transform" in warning
+    assert "\n" not in warning
+    cyan = np.asarray(photo.image.getpixel((4, 4)))
+    assert np.abs(cyan - (0, 255, 255)).max() < 12  # converted as if it had no profile
+
+
 # --- 16-bit, HEIF, sniffing --------------------------------------------------------------------
 
 
@@ -414,6 +441,97 @@ def test_format_is_sniffed_from_content_not_the_name(tmp_path: Path) -> None:
     assert np.abs(np.asarray(jpeg.image.getpixel((4, 4))) - (100, 150, 200)).max() < 6
 
 
+def _encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (16, 12), **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 200 if mode in ("L", "P", "1") else None).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "expected"),
+    [("JPEG", "RGB", "JPEG"), ("JPEG", "CMYK", "JPEG"), ("PNG", "RGBA", "PNG"), ("GIF", "P", "GIF"),
+     ("WEBP", "RGB", "WEBP"), ("WEBP", "RGBA", "WEBP"), ("TIFF", "RGB", "TIFF"), ("BMP", "RGB", "BMP"),
+     ("BMP", "1", "BMP"), ("HEIF", "RGB", "HEIF"), ("AVIF", "RGB", "AVIF")],
+)
+def test_sniff_format_knows_each_format_the_loader_reads(fmt: str, mode: str, expected: str) -> None:
+    try:
+        data = _encoded(fmt, mode)
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:  # pragma: no cover - HEIF/AVIF encoders vary
+        pytest.skip(f"cannot write {fmt} here: {exc}")
+    assert sniff_format(data[:HEAD_BYTES]) == expected
+    assert decode_photo(data, "x", LIMIT).format == expected
+
+
+def test_sniff_format_knows_bigtiff_and_both_byte_orders() -> None:
+    for head in (b"II*\x00", b"MM\x00*", b"II+\x00\x08\x00\x00\x00", b"MM\x00+\x00\x08\x00\x00"):
+        assert sniff_format(head + bytes(HEAD_BYTES)) == "TIFF"
+
+
+def test_sniff_format_tells_heif_from_avif_by_the_ftyp_brands() -> None:
+    def ftyp(major: bytes, *compatible: bytes) -> bytes:
+        body = b"ftyp" + major + b"\x00\x00\x00\x00" + b"".join(compatible)
+        return (len(body) + 4).to_bytes(4, "big") + body + b"\x00\x00\x00\x08meta"
+
+    assert sniff_format(ftyp(b"heic", b"mif1", b"heic")) == "HEIF"
+    assert sniff_format(ftyp(b"avif", b"mif1", b"avif")) == "AVIF"
+    assert sniff_format(ftyp(b"mif1", b"mif1", b"avif", b"miaf")) == "AVIF"
+    assert sniff_format(ftyp(b"mif1", b"mif1", b"heic")) == "HEIF"
+    assert sniff_format(ftyp(b"isom", b"isom", b"mp41")) is None  # an MP4 video
+    assert sniff_format(ftyp(b"qt  ")) is None  # a QuickTime movie
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"", b"\xff\xd8", b"shopping list\nmilk\n", b"%PDF-1.7\n", b"PK\x03\x04" + bytes(40), b"\x1f\x8b\x08\x00" + bytes(20),
+     b"RIFF\x24\x00\x00\x00WAVEfmt ", b"RIFF\x24\x00\x00\x00WEBPjunk", b"BMW 320d, 2009, blue" + bytes(20),
+     b"P6\n16 12\n255\n", b"\x00\x00\x01\x00\x01\x00", b"8BPS\x00\x01", b"%!PS-Adobe-3.0 EPSF-3.0\n", bytes(64)],
+    ids=["empty", "half-jpeg-magic", "text", "pdf", "zip", "gzip", "wav", "riff-not-vp8", "text-starting-BM",
+         "ppm", "ico", "psd", "eps", "zeros"],
+)
+def test_sniff_format_refuses_everything_else(head: bytes) -> None:
+    assert sniff_format(head) is None
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX", "SGI", "QOI", "EPS"])
+def test_formats_pillow_reads_but_photostyle_does_not_accept_are_refused_unparsed(tmp_path: Path, fmt: str) -> None:
+    """Pillow can parse dozens of formats (EPS runs Ghostscript); only the ones the README lists are tried.
+
+    Before the sniff, each of these was decoded as a photo.
+    """
+    path = tmp_path / f"photo.{fmt.lower()}"
+    try:
+        Image.new("RGB", (16, 12), (10, 20, 30)).save(path, format=fmt)
+    except (OSError, KeyError) as exc:  # EPS needs Ghostscript to write
+        pytest.skip(f"Pillow cannot write {fmt} here: {exc}")
+    with pytest.raises(ImageLoadError) as exc:
+        load_photo(path, LIMIT)
+    message = assert_one_line_error(exc, path)
+    assert NOT_AN_IMAGE in message
+
+
+def test_the_loader_reads_only_the_head_of_a_file_that_is_not_an_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "archive.jpg"
+    with path.open("wb") as file:
+        file.write(b"PK\x03\x04")
+        file.truncate(64 << 20)  # sparse: 64 MB that are never written to disk
+    reads: list[int] = []
+    real_open = open
+
+    class Counting(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            reads.append(len(data))
+            return data
+
+    monkeypatch.setattr("builtins.open", lambda file, mode="r", *args, **kwargs: Counting(
+        real_open(file, "rb", buffering=0)) if str(file) == str(path) else real_open(file, mode, *args, **kwargs))
+    with pytest.raises(ImageLoadError) as exc:
+        load_photo(path, LIMIT)
+    assert NOT_AN_IMAGE in assert_one_line_error(exc, path)
+    assert 0 < sum(reads) <= HEAD_BYTES
+
+
 def test_animated_gif_loads_its_first_frame(tmp_path: Path) -> None:
     path = tmp_path / "anim.gif"
     frames = [Image.new("RGB", (10, 10), colour) for colour in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
@@ -457,6 +575,37 @@ def test_real_image_just_over_a_small_limit_is_refused(tmp_path: Path) -> None:
         load_photo(path, max_pixels=1_000_000)
     assert "max_pixels" in assert_one_line_error(exc, path)
     assert load_photo(path, max_pixels=1_200_000).image.size == (1200, 1000)  # exactly at the limit is fine
+
+
+def test_decode_cost_counts_mode_bit_depth_and_decoder() -> None:
+    megapixel = 1_000_000
+    assert decode_budget(100 * megapixel) == 800 * megapixel  # 8 bytes a pixel: 8-bit RGB, turned upright
+    assert decode_cost("RGB", "JPEG", megapixel) == 8 * megapixel
+    assert decode_cost("RGB", "JPEG", megapixel, transparent=False) == 8 * megapixel
+    assert decode_cost("L", "PNG", megapixel, transparent=False) == 5 * megapixel  # 1 byte, then RGB
+    assert decode_cost("I;16", "PNG", megapixel) == 5 * megapixel  # 2 bytes, 8-bit grey in bands, then RGB
+    assert decode_cost("F", "TIFF", megapixel) == 8 * megapixel  # 4 bytes, twice while turned upright
+    assert decode_cost("RGBA", "PNG", megapixel) == 8 * megapixel
+    assert decode_cost("CMYK", "JPEG", megapixel) == 8 * megapixel
+    assert decode_cost("RGB", "WEBP", megapixel) > decode_budget(megapixel)  # libwebp's two canvases beside Pillow's
+
+
+def test_photo_whose_decode_cost_is_over_the_budget_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A WebP decodes through two full canvases of libwebp's plus Pillow's image: 17 bytes a pixel, not 8.
+
+    Within ``max_pixels``, it is refused with the estimate and the setting to raise;
+    a JPEG of the same size is taken.
+    """
+    webp, jpeg = tmp_path / "big.webp", tmp_path / "big.jpg"
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(webp, quality=90)
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(jpeg, quality=90)
+    with pytest.raises(ImageLoadError) as exc:
+        load_photo(webp, max_pixels=1200)
+    message = assert_one_line_error(exc, webp)
+    assert "40x30 RGB WEBP needs about 20 KB" in message and "limits.max_pixels" in message
+    assert "raise limits.max_pixels" in message
+    assert load_photo(jpeg, max_pixels=1200).image.size == (40, 30)
+    assert load_photo(webp, max_pixels=3 * 1200).image.size == (40, 30)  # a limit over 17/8 as large takes it
 
 
 # --- one-line errors ---------------------------------------------------------------------------
@@ -650,6 +799,50 @@ def test_loaded_metadata_round_trips_through_encode(tmp_path: Path) -> None:
         assert out.size == (40, 60)
         assert out.getexif()[ORIENTATION] == 1 and out.getexif()[MAKE] == "Acme"
         assert out.info.get("icc_profile") == icc
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
+def test_encode_drops_exif_the_format_cannot_hold_and_says_so(fmt: str) -> None:
+    """A 1 MB EXIF block (a PNG or WebP can carry one) raised ``EXIF data is too long`` writing a JPEG."""
+    exif = Image.Exif()
+    exif[MAKE] = "Acme"
+    exif[0x9286] = b"ASCII\x00\x00\x00" + b"x" * 1_000_000  # UserComment
+    icc = srgb_icc()
+    dropped: list[str] = []
+    data = encode(marked_photo(), fmt, quality=90, exif=exif, icc_profile=icc, dropped=dropped)
+    with Image.open(io.BytesIO(data)) as out:
+        out.load()
+        assert out.size == (60, 40)
+        assert out.info.get("icc_profile") == icc  # what fits is still carried
+        if fmt == "jpeg":
+            assert len(out.getexif()) == 0
+            [note] = dropped
+            assert note.startswith("EXIF dropped") and "JPEG cannot hold" in note and "too long" in note
+        else:  # PNG and WebP chunks hold it
+            assert out.getexif()[MAKE] == "Acme" and dropped == []
+
+
+def test_encode_drops_an_icc_profile_the_format_cannot_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = Image.Image.save
+
+    def refuse_profiles(self: Image.Image, fp: object, format: str | None = None, **params: object) -> None:
+        if params.get("icc_profile"):
+            raise ValueError("ICC profile is too long")
+        real_save(self, fp, format, **params)
+
+    monkeypatch.setattr(Image.Image, "save", refuse_profiles)
+    exif = Image.Exif()
+    exif[MAKE] = "Acme"
+    dropped: list[str] = []
+    data = encode(marked_photo(), "jpeg", quality=90, exif=exif, icc_profile=b"x" * 100, dropped=dropped)
+    with Image.open(io.BytesIO(data)) as out:
+        assert out.getexif()[MAKE] == "Acme" and not out.info.get("icc_profile")
+    assert dropped == ["ICC profile dropped: 100 bytes that JPEG cannot hold (ICC profile is too long)"]
+
+
+def test_encode_still_raises_what_is_not_about_metadata() -> None:
+    with pytest.raises(KeyError):
+        encode(marked_photo(), "gif", quality=90)
 
 
 # --- resize ------------------------------------------------------------------------------------

@@ -275,7 +275,10 @@ class Intake:
         settings = self._settings_hash(preset)
         key = job_key(content, preset, settings)
         if self.dispatcher.holds_key(key):
-            self._same_content[path] = key  # the same photo is queued under another name: look again once it settles
+            if path not in self._same_content:
+                log.info("the same photo is already queued under another name; looked at again once that one "
+                         "is settled", extra={"fields": {"file": path, "preset": preset}})
+            self._same_content[path] = key
             return
         try:
             record = self.ledger.get(key)

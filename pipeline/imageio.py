@@ -116,6 +116,22 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+def head_problem(head: bytes) -> str | None:
+    """Why a file starting with ``head`` is not worth reading further, in one line; None when it may be a photo.
+
+    For intake: read :data:`HEAD_BYTES` (fewer if the file is shorter) and refuse the
+    file before hashing or reading the rest of it.
+    """
+    if not head:
+        return "empty file (0 bytes)"
+    sniffed = sniff_format(head)
+    if sniffed is None:
+        return NOT_AN_IMAGE
+    if not _openers(sniffed):
+        return f"a {sniffed} image, which this installation cannot decode"
+    return None
+
+
 def _openers(fmt: str) -> list[str]:
     Image.init()
     return [name for name in _OPENERS.get(fmt, (fmt,)) if name in Image.OPEN]
@@ -128,7 +144,9 @@ BUDGET_BYTES_PER_PIXEL = 8
 4 bytes a pixel, and turning it upright holds the old and the new pixels at once)."""
 
 _STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}  # Pillow: all others 4
-# Bytes a pixel the decoder itself holds beside Pillow's image while it decodes (measured: bench/decode_memory.py).
+# Bytes a pixel the decoder itself holds beside Pillow's image while it decodes, measured as
+# tests/test_hostile2_memory.py measures (peak resident size, 10 and 24 MP): Pillow's WebP decoder keeps libwebp's
+# two canvases and a copy of the frame (16.4 bytes a pixel in all); libheif and libavif their planes (8-9, 9.4-9.9).
 _DECODER_BYTES = {"WEBP": 13, "HEIF": 5, "AVIF": 6}
 _MODE_NAMES = {
     "1": "1-bit", "L": "greyscale", "P": "palette", "I": "32-bit greyscale", "F": "floating-point greyscale",
@@ -381,14 +399,12 @@ def _decode(source: BinaryIO, label: str, max_pixels: int) -> Photo:
 def _decode_pixels(source: BinaryIO, label: str, max_pixels: int, progress: _Progress) -> Photo:
     head = source.read(HEAD_BYTES)
     source.seek(0)
-    if not head:
-        raise ImageLoadError(f"{label}: empty file (0 bytes)")
+    problem = head_problem(head)
+    if problem is not None:
+        raise ImageLoadError(f"{label}: {problem}")
     sniffed = sniff_format(head)
-    if sniffed is None:
-        raise ImageLoadError(f"{label}: {NOT_AN_IMAGE}")
+    assert sniffed is not None
     openers = _openers(sniffed)
-    if not openers:
-        raise ImageLoadError(f"{label}: a {sniffed} image, which this installation cannot decode")
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check (errors at 2x) stays on as a backstop
     try:

@@ -30,6 +30,7 @@ from pipeline.imageio import (
     decode_cost,
     decode_photo,
     encode,
+    head_problem,
     load_photo,
     resize_long_edge,
     sniff_format,
@@ -490,6 +491,14 @@ def test_sniff_format_tells_heif_from_avif_by_the_ftyp_brands() -> None:
 )
 def test_sniff_format_refuses_everything_else(head: bytes) -> None:
     assert sniff_format(head) is None
+
+
+def test_head_problem_is_what_intake_refuses_a_file_for_before_reading_it() -> None:
+    assert head_problem(_encoded("PNG")[:HEAD_BYTES]) is None
+    assert head_problem(_encoded("JPEG")[:3]) is None  # a head shorter than HEAD_BYTES: the file is that short
+    assert head_problem(b"") == "empty file (0 bytes)"
+    assert head_problem(b"PK\x03\x04" + bytes(60)) == NOT_AN_IMAGE
+    assert "JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC/HEIF or AVIF" in NOT_AN_IMAGE and "\n" not in NOT_AN_IMAGE
 
 
 @pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX", "SGI", "QOI", "EPS"])

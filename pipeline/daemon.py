@@ -208,6 +208,7 @@ class Daemon:
         self.originals = Originals(lambda: self.config, self._retake)
         self.dispatcher = Dispatcher(lambda: self.app, self.ledger, self.executor, self.originals, self._retake)
         self.intake = Intake(lambda: self.app, self.ledger, self.dispatcher, self.originals, self.wake)
+        self.dispatcher.intake_idle = self.intake.idle  # a suspect photo runs only once the others are queued
 
     def _retake(self, path: Path) -> None:
         if self.intake is not None:

@@ -14,7 +14,14 @@ exactly-once lives here:
 - an outbox or ledger that cannot be written keeps the photo in the inbox and
   retries with back-off, without rendering it again;
 - a photo whose worker died goes back to the front of the queue, and fails after
-  ``max_attempts`` deaths, so one poison photo cannot stop the others.
+  ``max_attempts`` deaths, so one poison photo cannot stop the others;
+- deaths of the whole process count too: the ledger keeps a crash count, and a
+  photo that was running when the daemon died is a *suspect* at the next start:
+  it runs alone, after everything else queued, and fails once its crashes reach
+  ``max_attempts`` (an out-of-memory kill under systemd's ``MemoryMax=`` would
+  otherwise restart into the same photo forever);
+- a batch that fails as a whole (a batch plugin's or an internal error) is split,
+  and its photos are tried again one by one, so one bad photo cannot fail the others.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ class WorkItem:
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     failures: int = 0  # outbox/ledger retries, for the back-off
     lost: int = 0  # workers that died with it in flight
+    alone: bool = False  # runs in a batch of its own (a suspect, or split from a failed batch)
     rendered: Rendered | None = None  # kept while publishing is retried, so it is not rendered again
     output: Path | None = None  # published, but the ledger did not take "done" yet
 
@@ -88,6 +96,8 @@ class Dispatcher:
         self.originals = originals
         self._retake = retake  # a file that changed: back through the stability gate
         self.queue: deque[WorkItem] = deque()
+        self.suspects: deque[WorkItem] = deque()  # running when the process died: after the rest, alone
+        self.intake_idle: Callable[[], bool] = lambda: True  # nothing more is about to be queued
         self.items: dict[Path, WorkItem] = {}  # every photo in our hands: queued, running, waiting to retry
         self.submitted: dict[str, list[WorkItem]] = {}
         self.retry_at: dict[Path, float] = {}
@@ -102,8 +112,20 @@ class Dispatcher:
         return any(item.key == key for item in self.items.values())
 
     def add(self, item: WorkItem) -> None:
+        """Queue a fingerprinted photo; one that already stopped photostyle waits behind the rest, or fails."""
         self.items[item.path] = item
-        self.queue.append(item)
+        if item.lost == 0:
+            self.queue.append(item)
+            return
+        limit = self._max_attempts()
+        if item.lost >= limit:
+            self._settle_error(item, self._poison_error(item, limit, "it was running when photostyle stopped"),
+                               "")
+            return
+        item.alone = True
+        self.suspects.append(item)
+        log.warning("it was running when photostyle or its worker stopped; it runs alone, after the other photos",
+                    extra={"fields": {**item.fields, "crashes": item.lost, "max_attempts": limit}})
 
     @property
     def running(self) -> int:
@@ -111,7 +133,7 @@ class Dispatcher:
 
     @property
     def queued(self) -> int:
-        return len(self.queue)
+        return len(self.queue) + len(self.suspects)
 
     @property
     def waiting_retry(self) -> int:
@@ -132,9 +154,17 @@ class Dispatcher:
         options = getattr(self._config(), "executor", None)
         return int(getattr(options, "max_attempts", DEFAULT_MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS)
 
+    @staticmethod
+    def _poison_error(item: WorkItem, limit: int, last: str) -> StageError:
+        return StageError("processing", None, f"it stopped a worker {item.lost} times (max_attempts {limit}; "
+                                              f"photostyle itself dying with it counts too); last: "
+                                              f"{' '.join(last.split())}")
+
     def _forget(self, item: WorkItem) -> None:
         self.items.pop(item.path, None)
         self.retry_at.pop(item.path, None)
+        if item in self.suspects:
+            self.suspects.remove(item)
 
     def _retry_later(self, item: WorkItem, reason: str) -> None:
         item.failures += 1
@@ -164,10 +194,12 @@ class Dispatcher:
     def _take_batch(self, first: WorkItem, limit: int) -> list[WorkItem]:
         """``first`` plus up to ``limit - 1`` queued photos of its preset; the others keep their places."""
         batch = [first]
+        if first.alone:
+            return batch
         for other in list(self.queue):
             if len(batch) >= limit:
                 break
-            if other.preset == first.preset:
+            if other.preset == first.preset and not other.alone:
                 self.queue.remove(other)
                 batch.append(other)
         return batch
@@ -197,9 +229,16 @@ class Dispatcher:
         except LedgerError as exc:
             log.warning("ledger not updated", extra={"fields": {**item.fields, "reason": exc}})
 
+    def _next(self) -> WorkItem | None:
+        """The next photo to submit: the queue first; a suspect only when it would run alone."""
+        if self.queue:
+            return self.queue.popleft()
+        if self.suspects and self.running == 0 and self.intake_idle():
+            return self.suspects.popleft()
+        return None
+
     def _submit(self) -> None:
-        while self.queue and self.executor.free_slots() > 0:
-            first = self.queue.popleft()
+        while self.executor.free_slots() > 0 and (first := self._next()) is not None:
             batch = self._take_batch(first, self.executor.batch_size())
             preset = first.preset if first.preset in self._config().presets else self._config().default_preset
             requests, ready = [], []
@@ -231,6 +270,9 @@ class Dispatcher:
 
     def _settle_completion(self, completion: Completion) -> None:
         items = self.submitted.pop(completion.batch_id, [])
+        if len(items) > 1 and not any(isinstance(outcome, (Rendered, Cancelled)) for outcome in completion.outcomes):
+            self._split(items, completion.outcomes[0])
+            return
         contexts: list[JobContext | None] = list(completion.contexts or [None] * len(items))
         for item, outcome, ctx in zip(items, completion.outcomes, contexts, strict=True):
             if isinstance(outcome, Rendered):
@@ -238,6 +280,15 @@ class Dispatcher:
                 self._publish(item, outcome, ctx)
             else:
                 self._settle_error(item, outcome, completion.worker)
+
+    def _split(self, items: list[WorkItem], error: PhotostyleError) -> None:
+        """A batch that failed as a whole: each photo goes back to the front, to run on its own (no attempt counted)."""
+        log.warning("a batch failed as a whole; its photos are tried again one by one",
+                    extra={"fields": {"batch": len(items), "reason": " ".join(str(error).split())}})
+        for item in reversed(items):
+            item.alone = True
+            self._mark_queued(item, "retried alone after its batch failed")
+            self.queue.appendleft(item)
 
     def _publish(self, item: WorkItem, rendered: Rendered, ctx: JobContext | None) -> None:
         app = self._app()
@@ -297,16 +348,20 @@ class Dispatcher:
             return
         if isinstance(error, WorkerLost):
             item.lost += 1
+            try:
+                self.ledger.note_crash(item.key)
+            except LedgerError as exc:
+                log.warning("ledger not updated", extra={"fields": {**item.fields, "reason": exc}})
             limit = self._max_attempts()
             if item.lost < limit:
                 self._mark_queued(item, str(error))
-                self.queue.appendleft(item)
-                log.warning("worker lost with the photo in flight; queued again",
+                item.alone = True
+                self.suspects.append(item)
+                log.warning("worker lost with the photo in flight; queued again, to run alone after the others",
                             extra={"fields": {**item.fields, "worker": worker, "attempt": item.lost,
                                               "reason": error}})
                 return
-            error = StageError("processing", None, f"it stopped a worker {item.lost} times (max_attempts "
-                                                   f"{limit}); last: {' '.join(str(error).split())}")
+            error = self._poison_error(item, limit, str(error))
         if isinstance(error, (OutputError, WeightsError)):
             reason = " ".join(str(error).split())
             self._mark_queued(item, reason)

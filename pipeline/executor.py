@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline.app import App
 from pipeline.context import JobContext
-from pipeline.errors import Cancelled, PhotostyleError
+from pipeline.errors import Cancelled, PhotostyleError, StageError
 from pipeline.job import JobRequest, Rendered, render_jobs
 from pipeline.worker import Worker
 
@@ -228,10 +228,13 @@ class LocalExecutor(Executor):
             return Completion(submission.batch_id, [exc] * len(submission.requests), self.state.name)
         except PhotostyleError as exc:  # e.g. weights missing for this preset: every photo waits
             return Completion(submission.batch_id, [exc] * len(submission.requests), self.state.name)
-        except Exception as exc:  # a bug in photostyle itself: log it, keep the photos, keep running
+        except Exception as exc:  # a bug in photostyle itself: log it, keep running
+            # The thread lives on, so this is no lost worker: one photo fails once with a one-line reason;
+            # a batch comes back failed as a whole and the dispatcher retries its photos one by one.
             log.exception("internal error", extra={"fields": {"batch": submission.batch_id}})
-            lost = WorkerLost(f"internal error: {' '.join(str(exc).split())}")
-            return Completion(submission.batch_id, [lost] * len(submission.requests), self.state.name)
+            error = StageError("processing", None, f"internal error: {type(exc).__name__}: "
+                                                   f"{' '.join(str(exc).split())}")
+            return Completion(submission.batch_id, [error] * len(submission.requests), self.state.name)
         return Completion(submission.batch_id, [outcome for outcome, _ in pairs], self.state.name,
                           contexts=[ctx for _, ctx in pairs])
 

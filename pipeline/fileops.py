@@ -43,26 +43,28 @@ NAME_MAX = 255  # bytes in one path component on Linux, macOS and every common f
 DERIVED_RESERVE = 16
 _TEMP_STEM_BYTES = 32  # temp names only need to be unique and dot-named: keep them short
 _CUT_MARK_BYTES = 9  # "~" and 8 hex digits
-STALE_TEMP_SECONDS = 60.0  # a staging temp file untouched this long was left by a killed process
 
 _staging: Path | None = None  # where temp files go (state/tmp), set once per process by the commands that write
 
 
 def staging_folder(state: Path) -> Path:
-    """Where temp files are staged for a config whose state folder is ``state``."""
+    """Where temp files are staged for a config whose state folder is ``state`` (one sub-folder per process)."""
     return state / "tmp"
 
 
 def use_staging_folder(folder: Path | None) -> None:
-    """Write temp files in ``folder`` (made if needed) instead of beside their targets, where it can.
+    """Write temp files in ``folder/<pid>/`` (made if needed) instead of beside their targets, where it can.
 
     Process-wide on purpose: sidecars, thumbnails, the gallery and results are all
     written through this module, and each must keep its half-written bytes out of
     a folder that sync clients copy out. A target on another filesystem than
     ``folder`` still gets its temp file beside it (a rename cannot cross filesystems).
+    One sub-folder per process lets :func:`clean_staging` tell a killed process's
+    leftovers from the temp files of a ``photostyle process`` running right now.
     """
     global _staging
     if folder is not None:
+        folder = folder / str(os.getpid())
         folder.mkdir(parents=True, exist_ok=True)
     _staging = folder
 
@@ -82,27 +84,43 @@ def _temp_folder(target: Path) -> Path:
     return _staging if _staging is not None and staging_shares_filesystem(target) else target
 
 
-def clean_staging(older_than: float = STALE_TEMP_SECONDS) -> int:
-    """Remove temp files a killed process left in the staging folder; returns how many.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
 
-    Only files untouched for ``older_than`` seconds go: a ``photostyle process`` run
-    beside the daemon may be writing one right now (each lives a fraction of a second).
+
+def clean_staging() -> int:
+    """Remove the temp files that killed processes left in the staging folder; returns how many.
+
+    A process's sub-folder goes once that process is gone; this process's own
+    sub-folder is emptied too (a previous process may have had the same pid).
     """
     if _staging is None:
         return 0
     removed = 0
-    now = time.time()
-    try:
-        entries = list(os.scandir(_staging))
-    except OSError:
-        return 0
-    for entry in entries:
-        try:
-            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
-                os.unlink(entry.path)
-                removed += 1
-        except OSError:
+    for entry in list(os.scandir(_staging.parent)):
+        mine = entry.path == str(_staging)
+        if not entry.name.isdigit() or not entry.is_dir(follow_symlinks=False):
             continue
+        if not mine and _alive(int(entry.name)):
+            continue
+        for leftover in list(os.scandir(entry.path)):
+            try:
+                if leftover.is_file(follow_symlinks=False) or leftover.is_symlink():
+                    os.unlink(leftover.path)
+                    removed += 1
+            except OSError:
+                continue
+        if not mine:
+            try:
+                os.rmdir(entry.path)
+            except OSError:
+                pass
     return removed
 
 

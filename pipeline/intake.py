@@ -271,6 +271,10 @@ class Intake:
             return
         self._deferred[path] = now + min(INCOMPLETE_RECHECK_SECONDS, max(grace, 0.1))
 
+    def idle(self) -> bool:
+        """Nothing is waiting to be fingerprinted: what is queued now is all there is for the moment."""
+        return len(self.gate) == 0
+
     def _queue_or_skip(self, path: Path, preset: str, identity: FileIdentity, content: str) -> None:
         settings = self._settings_hash(preset)
         key = job_key(content, preset, settings)
@@ -288,13 +292,15 @@ class Intake:
                 self.originals.succeeded(path, preset, identity, None)
                 return
             item = WorkItem(path, preset, key, content, settings, identity)
+            if record is not None and record.state != "failed":
+                item.lost = record.crashes  # it stopped photostyle before: counted across restarts
             self.ledger.enqueue(key, content, preset, settings, item.job_id, path)
         except LedgerError as exc:
             self._defer(path, exc)
             return
-        self.dispatcher.add(item)
         log.info("queued", extra={"fields": {"job": item.job_id, "file": path, "preset": preset,
-                                             "queue": self.dispatcher.queued}})
+                                             "queue": self.dispatcher.queued + 1}})
+        self.dispatcher.add(item)
 
     def _defer(self, path: Path, error: LedgerError) -> None:
         log.error("the ledger cannot be written; the photo stays in the inbox and is tried again",

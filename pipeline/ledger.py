@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     source        BLOB NOT NULL,        -- where the photo was when last seen (file-system bytes)
     state         TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
     attempts      INTEGER NOT NULL DEFAULT 0,
+    crashes       INTEGER NOT NULL DEFAULT 0,  -- times the process or its worker died with it in flight
     created       REAL NOT NULL,
     updated       REAL NOT NULL,
     output        BLOB,                 -- the result, recorded as soon as it has its name
@@ -49,6 +50,8 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, updated);
 """
 
 STATES = ("queued", "running", "done", "failed")
+# Columns added after the first release: (name, definition) for ALTER TABLE on an older ledger.
+ADDED_COLUMNS = (("crashes", "INTEGER NOT NULL DEFAULT 0"),)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class JobRecord:
     source: str
     state: str
     attempts: int
+    crashes: int
     created: float
     updated: float
     output: str | None
@@ -114,8 +118,17 @@ class Ledger:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._connection().executescript(SCHEMA)  # executescript manages its own transaction
+                self._add_missing_columns()
             else:
                 self._connection().execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a ledger written by an older photostyle up to this schema (its rows stay)."""
+        db = self._connection()
+        have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in ADDED_COLUMNS:
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -184,25 +197,38 @@ class Ledger:
     # -- writing -------------------------------------------------------------------
 
     def recover_interrupted(self) -> int:
-        """Jobs still ``running`` (a crash) go back to ``queued``; returns how many.
+        """Jobs still ``running`` (a crash) go back to ``queued``, each counting a crash; returns how many.
 
         :mod:`pipeline.recovery` first completes those whose result was already published.
+        The count survives restarts, so a photo that kills the process (an out-of-memory
+        kill under ``MemoryMax=``) fails after ``executor.max_attempts`` instead of
+        crash-looping the daemon.
         """
         with self._transaction() as db:
             return db.execute(
-                "UPDATE jobs SET state = 'queued', output = NULL, updated = ? WHERE state = 'running'", (time.time(),)
+                "UPDATE jobs SET state = 'queued', output = NULL, crashes = crashes + 1, updated = ? "
+                "WHERE state = 'running'", (time.time(),)
             ).rowcount
+
+    def note_crash(self, key: str) -> None:
+        """The worker running this job died (a Ray worker lost): one more crash against it."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET crashes = crashes + 1, updated = ? WHERE key = ?", (time.time(), key))
 
     def enqueue(self, key: str, content_hash: str, preset: str, settings_hash: str, job_id: str,
                 source: Path | str) -> None:
-        """Record a job as queued (a new one, or a retry of a failed or interrupted one)."""
+        """Record a job as queued (a new one, or a retry of a failed or interrupted one).
+
+        A photo moved back from ``failed/`` by its owner starts with no crashes counted.
+        """
         now = time.time()
         with self._transaction() as db:
             db.execute(
                 """INSERT INTO jobs (key, content_hash, preset, settings_hash, job_id, source, state, created, updated)
                    VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)
                    ON CONFLICT (key) DO UPDATE SET state = 'queued', source = excluded.source,
-                       job_id = excluded.job_id, updated = excluded.updated, error = NULL, output = NULL""",
+                       job_id = excluded.job_id, updated = excluded.updated, error = NULL, output = NULL,
+                       crashes = CASE WHEN jobs.state = 'failed' THEN 0 ELSE jobs.crashes END""",
                 (key, content_hash, preset, settings_hash, job_id, _path_value(source), now, now),
             )
 

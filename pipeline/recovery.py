@@ -7,12 +7,16 @@ ledger right after the rename, and every sidecar carries the photo's content has
 and the settings hash, so at start a ``running`` job is *completed* when a result
 with a matching sidecar exists, and only redone otherwise. A result left without
 its sidecar (killed between the two writes) was never published: it is removed,
-and the job redone.
+and the job redone. That holds also when the kill came before the ledger took the
+result's name: a file in the job's outbox folder, named after its photo, newer
+than the job's start and without a sidecar, is that job's unpublished result.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +53,40 @@ def _published(record: JobRecord, outbox: Path) -> Path | None:
             output.unlink(missing_ok=True)  # named by this job a moment before the crash, never published
             log.info("removed a result left without its sidecar by the crash", extra={"fields": {"output": output}})
         return None
-    # The ledger could not record the name (a full state disk): look for the sidecar by name and fingerprint.
+    # The ledger could not record the name (a full state disk, or a kill right after the link):
+    # look for the sidecar by name and fingerprint.
     stem = Path(record.source).stem
     folder = outbox / record.preset
     for sidecar in sorted(folder.glob(f"{glob_escape(stem)}*{SUFFIX}")) if folder.is_dir() else []:
         output = sidecar.with_name(sidecar.name[: -len(SUFFIX)])
         if output.is_file() and _matches(sidecar, record):
             return output
+    _remove_orphans(record, folder, stem)
     return None
+
+
+ORPHAN_CLOCK_SLACK = 2.0  # seconds: file system timestamps may be coarser than the ledger's clock
+
+
+def _remove_orphans(record: JobRecord, folder: Path, stem: str) -> None:
+    """Remove results this interrupted job named but never published (no sidecar, made after it started)."""
+    if not folder.is_dir():
+        return
+    prefix = stem[:16]  # long names are shortened keeping their start (fileops.fit_name)
+    for entry in list(os.scandir(folder)):
+        name = entry.name
+        if not name.startswith(prefix) or name.endswith(SUFFIX) or name.startswith("."):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        output = Path(entry.path)
+        if (not stat.S_ISREG(info.st_mode) or info.st_mtime < record.updated - ORPHAN_CLOCK_SLACK
+                or sidecar_path(output).exists()):
+            continue
+        output.unlink(missing_ok=True)
+        log.info("removed a result left without its sidecar by the crash", extra={"fields": {"output": output}})
 
 
 def glob_escape(text: str) -> str:

@@ -5,7 +5,8 @@ as possibly new; the stability gate releases it once it stopped changing (and,
 where the OS reports it, once its writer closed it). Intake then:
 
 - refuses, before reading a byte, what is not a regular file or is larger than
-  ``limits.max_file_bytes`` (so a 20 GB sparse file cannot freeze the loop);
+  ``limits.max_file_bytes`` (so a 20 GB sparse file cannot freeze the loop), and
+  after its first bytes, what is no image format photostyle reads;
 - fingerprints the file through one descriptor opened without following links,
   remembering device, inode, size and mtime (:mod:`pipeline.photo_file`);
 - waits, up to ``watch.incomplete_grace``, for a file that stopped changing but
@@ -33,6 +34,7 @@ from typing import Any
 
 from pipeline.dispatch import Dispatcher, WorkItem
 from pipeline.fingerprint import settings_hash
+from pipeline.imageio import HEAD_BYTES, head_problem
 from pipeline.ledger import Ledger, LedgerError, job_key
 from pipeline.originals import Originals
 from pipeline.completeness import ZeroRunFinder, first_hole, incomplete_reason
@@ -238,16 +240,22 @@ class Intake:
                                     "to a file elsewhere; not read (set watch.allow_hard_links: true if your "
                                     "photo tools hard-link on purpose)")
                 return
+            identity = FileIdentity.of(info)
             zeros = ZeroRunFinder()
             hole = first_hole(fd, info.st_size)
             try:
+                head = os.pread(fd, HEAD_BYTES, 0)
+                if hole is None and head.strip(b"\0"):  # a head of zeros may be a start not written yet
+                    problem = head_problem(head)  # a 950 MB non-image is refused here, unread
+                    if problem is not None:
+                        self.fail_untouched(stable.path, preset, problem, identity=identity)
+                        return
                 content = hash_descriptor(fd, watch=zeros.feed)
             except OSError as exc:
                 self.fail_untouched(stable.path, preset, f"it cannot be read ({exc.strerror or exc})")
                 return
         finally:
             os.close(fd)
-        identity = FileIdentity.of(info)
         unfinished = incomplete_reason(hole, zeros.found)
         if unfinished is not None:
             self._wait_for_writer(stable.path, preset, identity, unfinished)

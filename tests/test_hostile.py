@@ -146,7 +146,7 @@ def test_an_unmovable_failed_photo_is_not_rerun_at_every_rescan_and_moves_once_p
     (root / "failed" / "tiny").write_text("a file where the failed/tiny folder should be")
     with DaemonProcess(config) as daemon:
         daemon.wait_ready()
-        drop(root / "inbox" / "broken.jpg", b"not a jpeg at all")
+        drop(root / "inbox" / "broken.jpg", b"\xff\xd8\xff\xe0 a JPEG signature, then not a jpeg at all")
         daemon.wait_msg("could not move to failed; it stays in the inbox and is not run again")
         time.sleep(4)  # eight rescans
         assert len(daemon.messages("failed")) == 1 and len(daemon.messages("started")) == 1

@@ -183,3 +183,16 @@ def test_unknown_folder_warned_once_and_paths_under_a_replaced_folder_are_not_fa
         assert len(warnings) == 1, warnings
         assert not daemon.messages("failed")
     assert all(state == "done" for _, state, _ in _ledger(root)), _ledger(root)
+
+
+def test_a_file_that_is_no_image_is_refused_from_its_first_bytes_at_intake(tmp_path: Path) -> None:
+    config = daemon_config(tmp_path / "p")
+    root = config.parent
+    junk = os.urandom(3 << 20)  # random bytes: no zero runs, no image signature
+    with DaemonProcess(config) as daemon:
+        daemon.wait_ready()
+        drop(root / "inbox" / "tiny" / "junk.jpg", b"\x01" + junk)
+        [entry] = daemon.wait_msg("failed")
+        assert entry["stage"] == "intake" and "not an image" in entry["reason"]
+        assert not daemon.messages("queued")  # never fingerprinted, never queued, never decoded
+    assert (root / "failed" / "tiny" / "junk.jpg").exists()

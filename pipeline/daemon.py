@@ -388,6 +388,7 @@ class Daemon:
             "queued": self.dispatcher.queued,
             "waiting_retry": self.dispatcher.waiting_retry,
             "settling": len(self.intake.gate),
+            "rescans": self.intake.rescans,
             "running": self._running_view(),
             "workers": [worker.as_json() for worker in self.executor.workers()],
         }

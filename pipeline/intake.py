@@ -69,6 +69,7 @@ class Intake:
         self._incomplete: dict[Path, tuple[FileIdentity, float]] = {}  # looks unfinished: identity, first seen
         self._same_content: dict[Path, str] = {}  # waits for the queued photo with this key to settle
         self._warned_folders: set[str] = set()  # "not a preset": once per folder per run
+        self.rescans = 0  # full scans done since start
 
     @property
     def config(self) -> Any:
@@ -162,6 +163,7 @@ class Intake:
         for path in scan(self.config.inbox, self.config.watch):
             self.consider(path)
         self._last_rescan = time.monotonic()
+        self.rescans += 1  # in the status file: lets a watcher (or a test) see that a full scan happened
 
     def _take_events(self) -> None:
         if self.watcher is None:

@@ -148,6 +148,28 @@ class DaemonProcess:
         return wait_for(lambda: (found := self.messages(msg, under)) and len(found) >= count and found, timeout,
                         f"{count}x log message {msg!r}" + (f" about files in {under}" if under else ""))
 
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.config.parent / "state" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait_idle(self, rescans: int = 0, timeout: float = 60) -> None:
+        """Wait until the daemon has nothing settling, queued or running, after ``rescans`` more full scans.
+
+        Instead of sleeping "long enough" before asserting that nothing happened: a file
+        wrongly taken would show as settling, queued or running here. The status must
+        also be newer than this call by a second (four ticks), so events already
+        delivered have been drained.
+        """
+        since, baseline = time.time() + 1.0, self.status().get("rescans", 0)
+
+        def idle() -> bool:
+            status = self.status()
+            return (status.get("updated", 0) >= since and status.get("rescans", 0) >= baseline + rescans
+                    and status.get("settling") == 0 and status.get("queued") == 0 and not status.get("running"))
+        wait_for(idle, timeout, f"the daemon to be idle after {rescans} more rescans")
+
     def wait_ready(self, timeout: float = 90) -> None:
         self.wait_msg("watching", timeout)
 

@@ -81,7 +81,7 @@ def test_photos_are_routed_by_folder_and_temp_files_ignored(tmp_path: Path) -> N
         for name in ignored:
             (root / "inbox" / name).write_bytes(jpeg_bytes(5))
         daemon.wait_log(r" info done ", count=4)
-        time.sleep(1.5)  # time enough for any wrongly taken temp file to be processed too
+        daemon.wait_idle()  # a wrongly taken temp file would be settling, queued or running
         assert daemon.stop(signal.SIGINT) == 0
     log = daemon.text()
     assert [p.relative_to(root / "outbox").as_posix() for p in files_under(root / "outbox", "*.jpg")] == [
@@ -111,11 +111,11 @@ def test_slow_writes_and_renamed_temp_files_are_taken_once_complete(shared: Shar
     part = inbox / "renamed.jpg.part"
     part.write_bytes(jpeg_bytes(8))
     daemon.wait_msg("queued", under=inbox)
-    time.sleep(2)  # time enough for the .part file to be taken, were it wrongly taken
+    daemon.wait_idle()  # the .part file, were it wrongly taken, would be settling or queued
     assert [Path(e["file"]).name for e in daemon.messages("queued", inbox)] == ["copying.jpg"]
     part.rename(inbox / "renamed.jpg")
     daemon.wait_msg("done", count=2, under=inbox)
-    time.sleep(1)
+    daemon.wait_idle()
     queued = [Path(entry["file"]).name for entry in daemon.messages("queued", inbox)]
     assert sorted(queued) == ["copying.jpg", "renamed.jpg"]
     assert (root / "processed" / "writes" / "copying.jpg").read_bytes() == data
@@ -210,7 +210,7 @@ def test_kill_9_during_a_job_then_restart_does_every_photo_exactly_once(
     with DaemonProcess(config) as again:
         again.wait_msg("done", count=3)
         assert again.messages("requeued jobs interrupted by a crash")
-        time.sleep(1)
+        again.wait_idle()
         assert again.stop() == 0
     assert sorted(p.name for p in files_under(root / "outbox", "*.jpg")) == sorted(names)
     assert sorted(p.name for p in files_under(root / "processed")) == sorted(names)
@@ -341,7 +341,7 @@ def test_after_keep_or_delete(tmp_path: Path, after: str) -> None:
         daemon.wait_ready()
         drop(root / "inbox" / "a.jpg", jpeg_bytes(90))
         daemon.wait_msg("done")
-        time.sleep(2.0)  # several rescans: a kept original must not be redone or even re-queued
+        daemon.wait_idle(rescans=3)  # a kept original must not be redone or even re-queued by a rescan
         assert daemon.stop() == 0
     assert len(daemon.messages("queued")) == 1 and len(daemon.messages("done")) == 1
     assert (root / "inbox" / "a.jpg").exists() == (after == "keep")
@@ -360,7 +360,7 @@ def test_a_burst_of_200_photos_is_each_done_exactly_once(tmp_path: Path) -> None
             pixels = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
             drop(root / "inbox" / f"burst_{index:03d}.png", _encode(Image.fromarray(pixels), "PNG"))
         daemon.wait_msg("done", count=200, timeout=600)
-        time.sleep(1)
+        daemon.wait_idle()
         assert daemon.stop() == 0
     names = [f"burst_{index:03d}" for index in range(200)]
     assert sorted(p.stem for p in files_under(root / "outbox", "*.jpg")) == names

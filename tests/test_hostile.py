@@ -148,7 +148,7 @@ def test_an_unmovable_failed_photo_is_not_rerun_at_every_rescan_and_moves_once_p
         daemon.wait_ready()
         drop(root / "inbox" / "broken.jpg", b"\xff\xd8\xff\xe0 a JPEG signature, then not a jpeg at all")
         daemon.wait_msg("could not move to failed; it stays in the inbox and is not run again")
-        time.sleep(4)  # eight rescans
+        daemon.wait_idle(rescans=4)  # rescans see it in the inbox: it must not be run again
         assert len(daemon.messages("failed")) == 1 and len(daemon.messages("started")) == 1
         (root / "failed" / "tiny").unlink()
         wait_for((root / "failed" / "tiny" / "broken.jpg").is_file, 30, "the retried move to failed/")
@@ -312,7 +312,7 @@ def test_a_zoo_of_hostile_names_is_each_done_once_and_the_daemon_stays_up(tmp_pa
             with open(os.path.join(os.fsencode(inbox), name), "wb") as handle:
                 handle.write(jpeg_bytes(60 + index))
         daemon.wait_msg("done", count=len(HOSTILE_NAMES), timeout=180)
-        time.sleep(3)  # three rescans: nothing may be taken twice
+        daemon.wait_idle(rescans=3)  # nothing may be taken twice by a rescan
         assert daemon.process.poll() is None
         assert daemon.stop() == 0
     assert len(daemon.messages("started")) == len(HOSTILE_NAMES)

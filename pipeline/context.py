@@ -1,8 +1,8 @@
 """What hooks receive: the worker's long-lived resources and one job's context.
 
-Nothing here is global: a worker (in this process, or one day in another process
-or on another machine) owns its :class:`WorkerResources`, and each photo gets a
-fresh :class:`JobContext`, so a job can run anywhere its inputs can be sent.
+Nothing here is global: a worker (the local worker thread, or a Ray actor on
+another machine) owns its :class:`WorkerResources`, and each photo gets a fresh
+:class:`JobContext`, so a job can run anywhere its inputs can be sent.
 """
 
 from __future__ import annotations

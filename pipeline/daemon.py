@@ -41,6 +41,7 @@ from pipeline.intake import Intake
 from pipeline.ledger import Ledger, LedgerError
 from pipeline.originals import Originals
 from pipeline.recovery import recover
+from pipeline.state_files import LEDGER_FILE, STATUS_FILE
 from pipeline.state_lock import AlreadyRunning, InboxLock, StateLock, StateLockError, inbox_key
 from pipeline.systemd import Notifier
 
@@ -50,8 +51,6 @@ TICK_SECONDS = 0.25
 STATUS_INTERVAL = 1.0
 STYLES_CHECK_SECONDS = 1.0
 ABANDON_GRACE_SECONDS = 10.0
-LEDGER_FILE = "ledger.sqlite3"
-STATUS_FILE = "status.json"
 #: While the status file cannot be written (a full or read-only state disk), how often that is logged again.
 STATUS_WARN_INTERVAL = 300.0
 #: How often the daemon checks that its inbox lock file is still there (see InboxLock.check).

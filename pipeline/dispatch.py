@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.context import JobContext, WorkerResources
+from pipeline.context import WorkerResources
 from pipeline.errors import Cancelled, ImageLoadError, OutputError, PhotostyleError, StageError, WeightsError
 from pipeline.executor import Completion, Executor, Submission, WorkerLost
 from pipeline.job import JobRequest, Rendered, publish
@@ -63,6 +63,7 @@ class WorkItem:
     failures: int = 0  # outbox/ledger retries, for the back-off
     lost: int = 0  # workers that died with it in flight
     alone: bool = False  # runs in a batch of its own (a suspect, or split from a failed batch)
+    data: bytes | None = None  # the photo's bytes, read at submission: kept for publishing (the thumbnail)
     rendered: Rendered | None = None  # kept while publishing is retried, so it is not rendered again
     output: Path | None = None  # published, but the ledger did not take "done" yet
 
@@ -156,11 +157,12 @@ class Dispatcher:
 
     @staticmethod
     def _poison_error(item: WorkItem, limit: int, last: str) -> StageError:
-        return StageError("processing", None, f"it stopped a worker {item.lost} times (max_attempts {limit}; "
-                                              f"photostyle itself dying with it counts too); last: "
-                                              f"{' '.join(last.split())}")
+        # "a worker" includes photostyle itself: the ledger counts the daemon's deaths with it running too
+        return StageError("processing", None, f"it stopped a worker {item.lost} times (max_attempts {limit}); "
+                                              f"last: {' '.join(last.split())}")
 
     def _forget(self, item: WorkItem) -> None:
+        item.data = item.rendered = None
         self.items.pop(item.path, None)
         self.retry_at.pop(item.path, None)
         if item in self.suspects:
@@ -185,7 +187,7 @@ class Dispatcher:
             if item.output is not None:
                 self._record_done(item, item.output)
             elif item.rendered is not None:
-                self._publish(item, item.rendered, None)
+                self._publish(item, item.rendered)
             else:
                 self.queue.append(item)
 
@@ -251,7 +253,7 @@ class Dispatcher:
                 except LedgerError as exc:
                     self._retry_later(item, f"the ledger cannot be written ({exc})")
                     continue
-                item.preset = preset
+                item.preset, item.data = preset, data
                 requests.append(JobRequest(source=item.path, preset=preset, job_id=item.job_id, data=data))
                 ready.append(item)
             if not ready:
@@ -273,11 +275,10 @@ class Dispatcher:
         if len(items) > 1 and not any(isinstance(outcome, (Rendered, Cancelled)) for outcome in completion.outcomes):
             self._split(items, completion.outcomes[0])
             return
-        contexts: list[JobContext | None] = list(completion.contexts or [None] * len(items))
-        for item, outcome, ctx in zip(items, completion.outcomes, contexts, strict=True):
+        for item, outcome in zip(items, completion.outcomes, strict=True):
             if isinstance(outcome, Rendered):
                 outcome.report[FINGERPRINT] = fingerprint_record(item.content_hash, item.settings_hash)
-                self._publish(item, outcome, ctx)
+                self._publish(item, outcome)
             else:
                 self._settle_error(item, outcome, completion.worker)
 
@@ -286,22 +287,22 @@ class Dispatcher:
         log.warning("a batch failed as a whole; its photos are tried again one by one",
                     extra={"fields": {"batch": len(items), "reason": " ".join(str(error).split())}})
         for item in reversed(items):
-            item.alone = True
+            item.alone, item.data = True, None
             self._mark_queued(item, "retried alone after its batch failed")
             self.queue.appendleft(item)
 
-    def _publish(self, item: WorkItem, rendered: Rendered, ctx: JobContext | None) -> None:
+    def _publish(self, item: WorkItem, rendered: Rendered) -> None:
+        """Result and sidecar from the rendered bytes, here, whichever executor rendered them.
+
+        ``job_finished`` plugins get a context made here from the request and the
+        photo's bytes read at submission (the gallery's thumbnail of the original),
+        the same under every executor.
+        """
         app = self._app()
-        request = JobRequest(source=item.path, preset=item.preset, job_id=item.job_id)
-        if ctx is None:
-            try:
-                request = JobRequest(source=item.path, preset=item.preset, job_id=item.job_id,
-                                     data=read_verified(item.path, item.identity))
-            except OSError:
-                pass  # only the gallery's thumbnail of the original needs it
-        resources = ctx.resources if ctx is not None else WorkerResources(config=app.config, device="coordinator")
+        request = JobRequest(source=item.path, preset=item.preset, job_id=item.job_id, data=item.data)
+        resources = WorkerResources(config=app.config, device="coordinator")
         try:
-            result = publish(rendered, request, app.host, resources, ctx=ctx,
+            result = publish(rendered, request, app.host, resources,
                              on_saved=lambda output: self._record_output(item, output))
         except OutputError as exc:
             item.rendered = rendered
@@ -311,7 +312,7 @@ class Dispatcher:
                       extra={"fields": {**item.fields, "reason": reason}})
             self._retry_later(item, reason)
             return
-        item.rendered = None
+        item.rendered = item.data = None
         timings = {stage: f"{seconds:.2f}s" for stage, seconds in result.timings.items()}
         log.info("done", extra={"fields": {**item.fields, **timings, "total": f"{result.seconds:.2f}s",
                                            "output": result.output}})
@@ -341,6 +342,7 @@ class Dispatcher:
             log.warning("ledger not updated", extra={"fields": {**item.fields, "reason": exc}})
 
     def _settle_error(self, item: WorkItem, error: PhotostyleError, worker: str) -> None:
+        item.data = None  # read again from the file if it runs again
         if isinstance(error, Cancelled):
             self._mark_queued(item, "interrupted by shutdown")
             self._forget(item)
@@ -357,9 +359,9 @@ class Dispatcher:
                 self._mark_queued(item, str(error))
                 item.alone = True
                 self.suspects.append(item)
-                log.warning("worker lost with the photo in flight; queued again, to run alone after the others",
+                log.warning("worker lost with the photo in flight; queued again",
                             extra={"fields": {**item.fields, "worker": worker, "attempt": item.lost,
-                                              "reason": error}})
+                                              "reason": error, "runs": "alone, after the other photos"}})
                 return
             error = self._poison_error(item, limit, str(error))
         if isinstance(error, (OutputError, WeightsError)):

@@ -22,107 +22,16 @@ import logging
 import queue
 import threading
 import time
-from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from pipeline.app import App
-from pipeline.context import JobContext
 from pipeline.errors import Cancelled, PhotostyleError, StageError
-from pipeline.job import JobRequest, Rendered, render_jobs
+from pipeline.executor_protocol import Completion, Executor, Submission, WorkerLost, WorkerState
+from pipeline.job import Rendered, render_jobs
 from pipeline.worker import Worker
 
 log = logging.getLogger("photostyle.executor")
-
-
-class WorkerLost(PhotostyleError):
-    """The worker died with this photo in flight (process killed, node lost, poisoned GPU context)."""
-
-
-@dataclass
-class Submission:
-    """Photos of one preset handed to one worker together (a batch when more than one)."""
-
-    batch_id: str
-    requests: list[JobRequest]
-
-    @property
-    def preset(self) -> str:
-        return self.requests[0].preset
-
-
-@dataclass
-class Completion:
-    """What came back for a submission: one outcome per request, in order."""
-
-    batch_id: str
-    outcomes: list[Rendered | PhotostyleError]
-    worker: str
-    contexts: list[JobContext] | None = None  # the worker's contexts, when it ran in this process
-
-
-@dataclass
-class WorkerState:
-    """One worker as ``photostyle status`` shows it."""
-
-    name: str
-    node: str
-    device: str
-    running: dict[str, Any] | None = None  # job, file, preset, started, done, total, message
-    done: int = 0
-    failed: int = 0
-    last_error: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Executor(ABC):
-    """Runs submissions somewhere; see the module docstring."""
-
-    @abstractmethod
-    def start(self, app: App) -> None:
-        """Load what the default preset needs; a WeightsError here refuses the daemon's start."""
-
-    @abstractmethod
-    def reload(self, app: App) -> None:
-        """Use this config for the next submissions (loaded models are kept where they still apply)."""
-
-    @abstractmethod
-    def free_slots(self) -> int:
-        """How many more submissions may be handed over now (back-pressure)."""
-
-    @abstractmethod
-    def batch_size(self) -> int:
-        """How many photos of one preset a submission should hold."""
-
-    @abstractmethod
-    def submit(self, submission: Submission) -> None:
-        """Start rendering; the outcome arrives through :meth:`completions`."""
-
-    @abstractmethod
-    def completions(self) -> list[Completion]:
-        """Completions since the last call (never blocks)."""
-
-    @abstractmethod
-    def workers(self) -> list[WorkerState]:
-        """Each worker's state, for status."""
-
-    @abstractmethod
-    def abandon(self) -> None:
-        """Stop the running photos at their next evaluation; they complete as ``Cancelled``."""
-
-    @abstractmethod
-    def shutdown(self, deadline: float) -> None:
-        """No more submissions; let running photos finish until ``deadline`` (monotonic), then abandon them."""
-
-    def wait(self, timeout: float) -> None:
-        """Block until a completion may be ready, at most ``timeout`` seconds (executors may do better)."""
-        time.sleep(timeout)
-
-    def condition(self) -> str | None:
-        """Why no photo can run now (e.g. waiting for a cluster), for ``systemctl status``; None when fine."""
-        return None
 
 
 class LocalExecutor(Executor):
@@ -235,8 +144,7 @@ class LocalExecutor(Executor):
             error = StageError("processing", None, f"internal error: {type(exc).__name__}: "
                                                    f"{' '.join(str(exc).split())}")
             return Completion(submission.batch_id, [error] * len(submission.requests), self.state.name)
-        return Completion(submission.batch_id, [outcome for outcome, _ in pairs], self.state.name,
-                          contexts=[ctx for _, ctx in pairs])
+        return Completion(submission.batch_id, [outcome for outcome, _ in pairs], self.state.name)
 
     def _finish(self, completion: Completion) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Reading photos defensively and writing results without ever clobbering a file.
+"""Reading photos defensively and encoding results (files are written by :mod:`pipeline.fileops`).
 
 Reading, in this order, each step before anything costlier:
 

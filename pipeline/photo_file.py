@@ -86,15 +86,6 @@ def hash_descriptor(fd: int, *, watch: Callable[[bytes], None] | None = None) ->
     return digest.hexdigest()
 
 
-def fingerprint(path: Path) -> tuple[FileIdentity, str]:
-    """The identity and content hash of a regular file, both from one descriptor."""
-    fd, info = open_regular(path)
-    try:
-        return FileIdentity.of(info), hash_descriptor(fd)
-    finally:
-        os.close(fd)
-
-
 def read_verified(path: Path, expected: FileIdentity, content_hash: str | None = None) -> bytes:
     """The bytes of ``path``, provided it is still the file fingerprinted as ``expected``.
 

@@ -25,7 +25,7 @@ from pipeline.sidecar import SUFFIX, SidecarError, load_record, sidecar_path
 
 log = logging.getLogger("photostyle.recovery")
 
-FINGERPRINT = "fingerprint"  # the report key publish() fills: content_sha256 and settings_hash
+FINGERPRINT = "fingerprint"  # the report key the dispatcher fills before publishing: content_sha256, settings_hash
 
 
 def fingerprint_record(content_hash: str, settings_hash: str) -> dict[str, str]:

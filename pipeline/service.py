@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from pipeline.fileops import write_text_atomic
 from pipeline.unit_syntax import single_path, specifiers, word
@@ -41,6 +40,18 @@ UNSAFE_EXECUTABLE = "\"'\\"
 TRAMPOLINE = ["/bin/sh", "-c", 'exec "$0" "$@"']
 #: Hidden from the service by ``PrivateTmp=yes`` (it gets fresh, empty ones).
 PRIVATE_TMP_ROOTS = (Path("/tmp"), Path("/var/tmp"))
+
+
+def session_torch_home() -> Path:
+    """The folder torch caches weights under in this session, worked out as ``torch.hub`` does.
+
+    ``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch's
+    ``_get_torch_home``), so that ``service install`` does not import torch (3 s).
+    """
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache, "torch").expanduser()
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,7 @@ def service_account(*, user: bool) -> ServiceAccount:
     if user or os.geteuid() != 0 or not sudo_user or sudo_user == "root":
         entry = pwd.getpwuid(os.geteuid())
         return ServiceAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir),
-                              Path(torch.hub.get_dir()).parent, "this session's torch cache")
+                              session_torch_home(), "this session's torch cache")
     entry = pwd.getpwnam(sudo_user)
     home = Path(entry.pw_dir)
     kept = os.environ.get("TORCH_HOME")

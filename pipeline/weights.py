@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import WeightsError
-from pipeline.fingerprint import stable_file_hash
+from pipeline.hashing import stable_file_hash
 from pipeline.nst.layers import init_like_torchvision, vgg19_features
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.app import default_config_path, load_app
 from pipeline.config import resolve_config_path
-from pipeline.daemon import LEDGER_FILE, STATUS_FILE
+from pipeline.state_files import LEDGER_FILE, STATUS_FILE
 from pipeline.errors import ConfigError, PhotostyleError
 from pipeline.ledger import Ledger, LedgerError
 from pipeline.yamlsource import read_yaml

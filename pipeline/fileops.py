@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.photo_file import FileChanged, FileIdentity
+from pipeline.photo_file import FileChanged, FileIdentity, open_regular
 
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 
@@ -205,24 +205,13 @@ def fsync_dir(folder: Path) -> None:
 def read_regular_file(path: Path, max_bytes: int, *, follow_links: bool = True) -> bytes:
     """The bytes of a regular file, for files others may have planted (sidecars, indexes in a synced outbox).
 
-    Opens non-blocking, so a FIFO cannot hang the caller; refuses anything but a
-    regular file, and anything over ``max_bytes``; with ``follow_links=False``
-    refuses a symlink (``ELOOP``). Every refusal is an OSError with a readable
-    ``strerror``.
+    Opened as :func:`~pipeline.photo_file.open_regular` opens (non-blocking, a FIFO
+    cannot hang the caller; anything but a regular file refused; with
+    ``follow_links=False`` a symlink refused too), and refused over ``max_bytes``.
+    Every refusal is an OSError with a readable ``strerror``.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    if not follow_links:
-        flags |= os.O_NOFOLLOW
+    fd, info = open_regular(path, follow_links=follow_links)
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and not follow_links:
-            raise OSError(errno.ELOOP, "a symbolic link, not followed", str(path)) from None
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
         if info.st_size > max_bytes:
             raise OSError(errno.EFBIG, f"{info.st_size} bytes, over the {max_bytes} expected", str(path))
         chunks, left = [], max_bytes + 1
@@ -402,7 +391,7 @@ def move_without_overwrite(source: Path, folder: Path, expected: FileIdentity | 
     os.close(fd)
     temp = Path(temp_name)
     try:
-        with open(source, "rb", opener=_no_follow_opener) as original:
+        with open(source, "rb", opener=lambda name, flags: open_regular(Path(name))[0]) as original:
             if not _is(os.fstat(original.fileno()), expected):
                 raise FileChanged(errno.ESTALE, "a newer version replaced it")
             with open(temp, "wb") as copy:
@@ -425,7 +414,3 @@ def _rename_into(source: Path, folder: Path) -> Path:
     os.rename(source, target)
     fsync_dir(folder)
     return target
-
-
-def _no_follow_opener(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))

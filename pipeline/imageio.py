@@ -36,7 +36,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import stat
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from PIL import Image, ImageChops, ImageCms, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import ImageLoadError
 from pipeline.memory import release_memory
+from pipeline.photo_file import open_regular
 
 try:  # phone photos: HEIC/HEIF
     import pillow_heif
@@ -320,33 +320,24 @@ def _detached(image: Image.Image) -> Image.Image:
     return image._new(image.im)
 
 
-def _check_regular_file(path: Path) -> None:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ImageLoadError(f"{path}: file not found") from None
-    except PermissionError:
-        raise ImageLoadError(f"{path}: permission denied") from None
-    if not stat.S_ISREG(mode):
-        raise ImageLoadError(f"{path}: not a regular file")
-    if os.path.getsize(path) == 0:
-        raise ImageLoadError(f"{path}: empty file (0 bytes)")
-
-
 def load_photo(path: Path, max_pixels: int) -> Photo:
     """Decode a photo file defensively (see the module docstring); raise ImageLoadError with a one-line reason.
 
     For files named by the user or the config (``process``, style images). Photos from
     the inbox are read through :mod:`pipeline.photo_file` and decoded with :func:`decode_photo`.
     """
-    _check_regular_file(path)
-    try:
-        with open(path, "rb") as file:
-            return _decode(file, str(path), max_pixels)
+    try:  # opened as every file others may plant is; the config may name a style image through a link
+        file = open(path, "rb", opener=lambda name, flags: open_regular(Path(name), follow_links=True)[0])
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: file not found") from None
     except PermissionError:
         raise ImageLoadError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{path}: {exc.strerror or exc}") from None
+    with file:
+        if os.fstat(file.fileno()).st_size == 0:
+            raise ImageLoadError(f"{path}: empty file (0 bytes)")
+        return _decode(file, str(path), max_pixels)
 
 
 def decode_photo(data: bytes, label: str, max_pixels: int) -> Photo:

@@ -20,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ImageLoadError
+
 CHUNK = 1 << 20
-_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class NotAPhotoFile(OSError):
@@ -46,14 +49,19 @@ class FileIdentity:
         return cls(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def open_regular(path: Path) -> tuple[int, os.stat_result]:
+def open_regular(path: Path, *, follow_links: bool = False) -> tuple[int, os.stat_result]:
     """Open ``path`` for reading without following a symlink; the descriptor and its ``fstat``.
+
+    The one place photostyle opens a file others may have planted: non-blocking, so
+    a FIFO cannot hang it, and checked on the descriptor, so the name cannot be
+    swapped between the check and the read. ``follow_links`` is for files the
+    config names (style images), which may be links on purpose.
 
     Raises :class:`NotAPhotoFile` for anything but a regular file (the descriptor is
     closed then), or the OSError of ``open`` (FileNotFoundError, PermissionError, …).
     """
     try:
-        fd = os.open(path, _FLAGS)
+        fd = os.open(path, _FLAGS if follow_links else _FLAGS | _NO_FOLLOW)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a symlink
             raise NotAPhotoFile(errno.ELOOP, "a symbolic link; photostyle only takes regular files "
@@ -112,6 +120,21 @@ def read_photo_bytes(path: Path) -> bytes:
         return _read_all(fd, info.st_size)
     finally:
         os.close(fd)
+
+
+def read_named_photo(photo: Path) -> bytes:
+    """A photo named on the command line, read without following a link; ImageLoadError with one line."""
+    try:
+        data = read_photo_bytes(photo)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{photo}: file not found") from None
+    except PermissionError:
+        raise ImageLoadError(f"{photo}: permission denied") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{photo}: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageLoadError(f"{photo}: empty file (0 bytes)")
+    return data
 
 
 def same_content(a: Path, b: Path) -> bool:

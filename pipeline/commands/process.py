@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError, ImageLoadError, PhotostyleError
 from pipeline.executor import Executor, Submission, WorkerLost
 from pipeline.fileops import staging_folder, use_staging_folder
 from pipeline.job import JobRequest, Rendered, publish
-from pipeline.photo_file import NotAPhotoFile, read_photo_bytes
+from pipeline.photo_file import read_named_photo
 from pipeline.textsafe import printable
 from pipeline.worker import Worker
 
@@ -89,23 +89,6 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
     return 1 if failures else 0
 
 
-def _read(photo: Path) -> bytes:
-    """The photo's bytes, read without following a link; one-line reasons as ``load_photo`` gives them."""
-    try:
-        data = read_photo_bytes(photo)
-    except FileNotFoundError:
-        raise ImageLoadError(f"{photo}: file not found") from None
-    except PermissionError:
-        raise ImageLoadError(f"{photo}: permission denied") from None
-    except NotAPhotoFile as exc:
-        raise ImageLoadError(f"{photo}: {exc.strerror}") from None
-    except OSError as exc:
-        raise ImageLoadError(f"{photo}: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageLoadError(f"{photo}: empty file (0 bytes)")
-    return data
-
-
 class _Report:
     """Prints each photo's outcome as it comes back, and counts failures."""
 
@@ -161,7 +144,7 @@ def process_on_executor(app: App, photos: Sequence[Path], preset: str, output_di
                 while pending and len(batch) < executor.batch_size():
                     photo = pending.popleft()
                     try:
-                        data = _read(photo)
+                        data = read_named_photo(photo)
                     except PhotostyleError as exc:
                         report.failed(photo, exc)
                         continue

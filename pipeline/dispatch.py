@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.context import WorkerResources
+from pipeline.context import JobResult, WorkerResources
 from pipeline.errors import Cancelled, ImageLoadError, OutputError, PhotostyleError, StageError, WeightsError
-from pipeline.executor import Completion, Executor, Submission, WorkerLost
+from pipeline.executor_protocol import Completion, Executor, Submission, WorkerLost
 from pipeline.job import JobRequest, Rendered, publish
-from pipeline.ledger import Ledger, LedgerError
+from pipeline.ledger import Ledger, LedgerError, NoLedger
 from pipeline.originals import Originals
-from pipeline.photo_file import FileChanged, FileIdentity, NotAPhotoFile, read_verified
+from pipeline.photo_file import FileChanged, FileIdentity, NotAPhotoFile, read_named_photo, read_verified
 from pipeline.recovery import FINGERPRINT, fingerprint_record
 
 log = logging.getLogger("photostyle.daemon")
@@ -58,7 +58,8 @@ class WorkItem:
     key: str
     content_hash: str
     settings_hash: str
-    identity: FileIdentity
+    identity: FileIdentity | None  # None: a photo named on the command line, read as it is now
+    output_dir: Path | None = None  # None: the outbox's folder for the preset
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     failures: int = 0  # outbox/ledger retries, for the back-off
     lost: int = 0  # workers that died with it in flight
@@ -89,13 +90,20 @@ def reason_of(error: BaseException, path: Path) -> str:
 class Dispatcher:
     """Queue, submission, and settlement of photos; see the module docstring."""
 
-    def __init__(self, app: Callable[[], Any], ledger: Ledger, executor: Executor, originals: Originals,
-                 retake: Callable[[Path], None]) -> None:
+    def __init__(self, app: Callable[[], Any], ledger: Ledger | NoLedger, executor: Executor,
+                 originals: Originals | None, retake: Callable[[Path], None], *, retry_outputs: bool = True,
+                 on_done: Callable[[WorkItem, JobResult], None] | None = None,
+                 on_failed: Callable[[WorkItem, PhotostyleError], None] | None = None) -> None:
+        """The daemon passes its ledger and :class:`Originals`; ``photostyle process`` passes a
+        :class:`~pipeline.ledger.NoLedger`, no originals (photos stay where they are), no retries of an
+        unwritable outbox (it fails the photo), and callbacks that print each outcome."""
         self._app = app
         self.ledger = ledger
         self.executor = executor
         self.originals = originals
         self._retake = retake  # a file that changed: back through the stability gate
+        self.retry_outputs = retry_outputs
+        self.on_done, self.on_failed = on_done, on_failed
         self.queue: deque[WorkItem] = deque()
         self.suspects: deque[WorkItem] = deque()  # running when the process died: after the rest, alone
         self.intake_idle: Callable[[], bool] = lambda: True  # nothing more is about to be queued
@@ -209,7 +217,11 @@ class Dispatcher:
     def _read(self, item: WorkItem) -> bytes | None:
         """The photo's bytes, if it is still the file fingerprinted at intake (else settle it here)."""
         try:
+            if item.identity is None:
+                return read_named_photo(item.path)
             return read_verified(item.path, item.identity, item.content_hash)
+        except ImageLoadError as exc:
+            self._settle_error(item, exc, "")
         except FileNotFoundError:
             self._drop_unrun(item)
             log.info("deleted before it was processed", extra={"fields": item.fields})
@@ -254,7 +266,8 @@ class Dispatcher:
                     self._retry_later(item, f"the ledger cannot be written ({exc})")
                     continue
                 item.preset, item.data = preset, data
-                requests.append(JobRequest(source=item.path, preset=preset, job_id=item.job_id, data=data))
+                requests.append(JobRequest(source=item.path, preset=preset, job_id=item.job_id, data=data,
+                                           output_dir=item.output_dir))
                 ready.append(item)
             if not ready:
                 continue
@@ -277,7 +290,8 @@ class Dispatcher:
             return
         for item, outcome in zip(items, completion.outcomes, strict=True):
             if isinstance(outcome, Rendered):
-                outcome.report[FINGERPRINT] = fingerprint_record(item.content_hash, item.settings_hash)
+                if item.content_hash:  # what recovery recognises the result by, after a crash
+                    outcome.report[FINGERPRINT] = fingerprint_record(item.content_hash, item.settings_hash)
                 self._publish(item, outcome)
             else:
                 self._settle_error(item, outcome, completion.worker)
@@ -299,12 +313,16 @@ class Dispatcher:
         the same under every executor.
         """
         app = self._app()
-        request = JobRequest(source=item.path, preset=item.preset, job_id=item.job_id, data=item.data)
+        request = JobRequest(source=item.path, preset=item.preset, job_id=item.job_id, data=item.data,
+                             output_dir=item.output_dir)
         resources = WorkerResources(config=app.config, device="coordinator")
         try:
             result = publish(rendered, request, app.host, resources,
                              on_saved=lambda output: self._record_output(item, output))
         except OutputError as exc:
+            if not self.retry_outputs:
+                self._settle_error(item, exc, "")
+                return
             item.rendered = rendered
             reason = " ".join(str(exc).split())
             self._mark_queued(item, reason)
@@ -316,6 +334,8 @@ class Dispatcher:
         timings = {stage: f"{seconds:.2f}s" for stage, seconds in result.timings.items()}
         log.info("done", extra={"fields": {**item.fields, **timings, "total": f"{result.seconds:.2f}s",
                                            "output": result.output}})
+        if self.on_done is not None:
+            self.on_done(item, result)
         self._record_done(item, result.output)
 
     def _record_output(self, item: WorkItem, output: Path) -> None:
@@ -333,7 +353,8 @@ class Dispatcher:
             self._retry_later(item, f"the result is saved but the ledger cannot be written ({exc})")
             return
         self._forget(item)
-        self.originals.succeeded(item.path, item.preset, item.identity, output)
+        if self.originals is not None and item.identity is not None:
+            self.originals.succeeded(item.path, item.preset, item.identity, output)
 
     def _mark_queued(self, item: WorkItem, reason: str) -> None:
         try:
@@ -364,7 +385,7 @@ class Dispatcher:
                                               "reason": error, "runs": "alone, after the other photos"}})
                 return
             error = self._poison_error(item, limit, str(error))
-        if isinstance(error, (OutputError, WeightsError)):
+        if isinstance(error, (OutputError, WeightsError)) and self.retry_outputs:
             reason = " ".join(str(error).split())
             self._mark_queued(item, reason)
             log.error("could not finish; the photo stays in the inbox", extra={"fields": {**item.fields,
@@ -378,8 +399,11 @@ class Dispatcher:
             log.warning("ledger not updated", extra={"fields": {**item.fields, "reason": exc}})
         log.error("failed", extra={"fields": {**item.fields, "stage": stage, "reason": reason}})
         self._forget(item)
-        grace = self._config().watch.incomplete_grace if stage == "load" else 0.0
-        self.originals.failed(item.path, item.preset, stage, reason, grace=grace, identity=item.identity)
+        if self.on_failed is not None:
+            self.on_failed(item, error)
+        if self.originals is not None:
+            grace = self._config().watch.incomplete_grace if stage == "load" else 0.0
+            self.originals.failed(item.path, item.preset, stage, reason, grace=grace, identity=item.identity)
 
     # -- stopping -----------------------------------------------------------------------
 

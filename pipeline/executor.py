@@ -63,6 +63,10 @@ class LocalExecutor(Executor):
     def reload(self, app: App) -> None:
         self._app = app
 
+    def prepare(self, preset: str) -> None:
+        assert self._worker is not None
+        self._worker.prepare(preset)
+
     def free_slots(self) -> int:
         with self._lock:
             return max(0, self.max_in_flight - self._in_flight)

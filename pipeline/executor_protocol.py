@@ -106,6 +106,9 @@ class Executor(ABC):
     def shutdown(self, deadline: float) -> None:
         """No more submissions; let running photos finish until ``deadline`` (monotonic), then abandon them."""
 
+    def prepare(self, preset: str) -> None:
+        """Load what ``preset`` needs before any photo is handed over, where that can fail early (a one-off command)."""
+
     def wait(self, timeout: float) -> None:
         """Block until a completion may be ready, at most ``timeout`` seconds (executors may do better)."""
         time.sleep(timeout)

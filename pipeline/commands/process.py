@@ -1,9 +1,10 @@
 """``photostyle process PHOTO...``: the stage chain on each photo, once, in the foreground.
 
-With ``executor: local`` (the default) one worker in this process runs the photos
-in turn. With another executor (Ray) the photos fan out over its workers, as many
-at once as it has room for; each result comes back as bytes and is published
-here, as the daemon does, under one progress bar counting photos.
+The photos go through the daemon's own coordinator (:class:`~pipeline.dispatch.Dispatcher`)
+and the configured executor: with ``executor: local`` (the default) one worker
+thread in this process runs them in turn; with Ray they fan out over its workers.
+Either way each result comes back as bytes and is published here, as the daemon
+does, under a progress bar showing the running photo's evaluations and loss.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import sys
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,14 +21,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.app import App
-from pipeline.context import JobResult, WorkerResources
-from pipeline.errors import ConfigError, ImageLoadError, PhotostyleError
-from pipeline.executor import Executor, Submission, WorkerLost
+from pipeline.context import JobResult
+from pipeline.errors import ConfigError
+from pipeline.dispatch import Dispatcher, WorkItem
+from pipeline.executor import Executor, make_executor
 from pipeline.fileops import staging_folder, use_staging_folder
-from pipeline.job import JobRequest, Rendered, publish
-from pipeline.photo_file import read_named_photo
+from pipeline.ledger import NoLedger
 from pipeline.textsafe import printable
-from pipeline.worker import Worker
 
 
 def one_line(path: Path, error: BaseException) -> str:
@@ -59,125 +58,79 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
         bar.close()
 
 
-def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Path | None, as_json: bool) -> int:
-    """Run every photo; one line per failure on stderr; exit status 1 if any failed."""
+def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Path | None, as_json: bool,
+            executor: Executor | None = None) -> int:
+    """Every photo through the configured executor and the daemon's own coordinator; exit status 1 if any failed.
+
+    The :class:`~pipeline.dispatch.Dispatcher` that the daemon uses runs the photos
+    here too, on either executor: the same batching, the same safe read, the same
+    requeue of a photo whose worker died (up to ``executor.max_attempts``), the same
+    publishing. What differs is what is kept: no ledger, the photos stay where they
+    are, and an outbox that cannot be written fails the photo instead of waiting.
+    """
     preset = preset or app.config.default_preset
     if preset not in app.config.presets:
         known = ", ".join(sorted(app.config.presets))
         raise ConfigError([f"{app.config_path}: unknown preset {preset!r} (presets: {known})"])
     use_staging_folder(staging_folder(app.config.state))  # temp files stay out of the outbox (README, sync clients)
-    if app.config.executor.kind != "local":
-        return process_on_executor(app, photos, preset, output_dir, as_json)
-    worker = Worker(app)
-    worker.prepare(preset)  # missing weights stop here, before any photo is touched
-    failures = 0
-    for photo in photos:
-        try:
-            with progress_bar(printable(photo.name)) as progress:
-                result = worker.run(JobRequest(source=photo, preset=preset, output_dir=output_dir), progress=progress)
-        except PhotostyleError as exc:
-            failures += 1
-            line = one_line(photo, exc)
-            print(f"error: {line}", file=sys.stderr, flush=True)
-            if as_json:
-                print(json.dumps({"input": str(photo), "preset": preset, "error": line}), flush=True)
-            continue
-        if as_json:
-            print(json.dumps(result.as_json()), flush=True)
-        else:
-            print(printable(f"{photo} -> {result.output} ({result.seconds:.1f} s)"), flush=True)
-    return 1 if failures else 0
+    wake = threading.Event()
+    if executor is None and app.config.executor.kind == "ray":
+        from pipeline.ray_executor import RayExecutor
+
+        # unlike the daemon, a one-off command says the cluster cannot be reached and stops
+        executor = RayExecutor(app.config.executor, wake, wait_for_cluster=False)
+    elif executor is None:
+        executor = make_executor(app, wake)
+    executor.start(app)  # missing weights (here or on the workers) stop here, before any photo is touched
+    executor.prepare(preset)
+    report = _Report(preset, as_json)
+    dispatcher = Dispatcher(lambda: app, NoLedger(), executor, None, lambda path: None, retry_outputs=False,
+                            on_done=lambda item, result: report.succeeded(item.path, result),
+                            on_failed=lambda item, error: report.failed(item.path, error))
+    waiting = deque(enumerate(photos))
+
+    def feed() -> None:
+        """Hand over the photos in order; a name given twice waits until its first run is settled."""
+        while waiting and not dispatcher.holds(waiting[0][1]):
+            index, photo = waiting.popleft()
+            dispatcher.add(WorkItem(photo, preset, f"{index}:{photo}", "", "", None, output_dir=output_dir))
+
+    try:
+        with progress_bar(preset) as progress:
+            while feed() or dispatcher.items:  # feed() returns None: the loop runs while photos are in hand
+                dispatcher.tick()
+                for worker in executor.workers():
+                    if worker.running:
+                        progress(worker.running.get("done", 0), worker.running.get("total", 0),
+                                 printable(f"{Path(str(worker.running.get('file', ''))).name} "
+                                           f"{worker.running.get('message', '')}"))
+                if dispatcher.items:
+                    wake.wait(0.1)
+                    wake.clear()
+    except BaseException:
+        executor.abandon()
+        raise
+    finally:
+        executor.shutdown(time.monotonic() + 1.0)
+    return 1 if report.failures else 0
 
 
 class _Report:
     """Prints each photo's outcome as it comes back, and counts failures."""
 
-    def __init__(self, preset: str, as_json: bool, bar: tqdm) -> None:
-        self.preset, self.as_json, self.bar = preset, as_json, bar
+    def __init__(self, preset: str, as_json: bool) -> None:
+        self.preset, self.as_json = preset, as_json
         self.failures = 0
 
     def failed(self, photo: Path, error: BaseException) -> None:
         self.failures += 1
         line = one_line(photo, error)
-        self.bar.write(f"error: {line}", file=sys.stderr)
+        tqdm.write(f"error: {line}", file=sys.stderr)
         if self.as_json:
             print(json.dumps({"input": str(photo), "preset": self.preset, "error": line}), flush=True)
-        self.bar.update(1)
 
     def succeeded(self, photo: Path, result: JobResult) -> None:
         if self.as_json:
             print(json.dumps(result.as_json()), flush=True)
         else:
             print(printable(f"{photo} -> {result.output} ({result.seconds:.1f} s)"), flush=True)
-        self.bar.update(1)
-
-
-def process_on_executor(app: App, photos: Sequence[Path], preset: str, output_dir: Path | None, as_json: bool,
-                        executor: Executor | None = None) -> int:
-    """Every photo through the configured executor (Ray); results published here; exit status 1 if any failed.
-
-    A photo whose worker died is sent again, up to ``executor.max_attempts`` times,
-    as the daemon does.
-    """
-    if executor is None and app.config.executor.kind == "ray":
-        from pipeline.ray_executor import RayExecutor
-
-        # unlike the daemon, a one-off command says the cluster cannot be reached and stops
-        executor = RayExecutor(app.config.executor, threading.Event(), wait_for_cluster=False)
-    elif executor is None:
-        from pipeline.executor import make_executor
-
-        executor = make_executor(app, threading.Event())
-    executor.start(app)  # Ray missing, or missing weights on the workers, stop here before any photo
-    resources = WorkerResources(config=app.config, device="coordinator")
-    max_attempts = app.config.executor.max_attempts
-    pending: deque[Path] = deque(photos)
-    sent: dict[str, list[tuple[Path, JobRequest]]] = {}
-    deaths: dict[Path, int] = {}
-    bar = tqdm(total=len(photos), desc=preset, unit="photo", leave=False, file=sys.stderr, disable=None,
-               dynamic_ncols=True)
-    report = _Report(preset, as_json, bar)
-    try:
-        while pending or sent:
-            while pending and executor.free_slots() > 0:
-                batch: list[tuple[Path, JobRequest]] = []
-                while pending and len(batch) < executor.batch_size():
-                    photo = pending.popleft()
-                    try:
-                        data = read_named_photo(photo)
-                    except PhotostyleError as exc:
-                        report.failed(photo, exc)
-                        continue
-                    batch.append((photo, JobRequest(source=photo, preset=preset, output_dir=output_dir, data=data)))
-                if batch:
-                    batch_id = uuid.uuid4().hex[:12]
-                    sent[batch_id] = batch
-                    executor.submit(Submission(batch_id, [request for _, request in batch]))
-            for completion in executor.completions():
-                for (photo, request), outcome in zip(sent.pop(completion.batch_id), completion.outcomes,
-                                                     strict=True):
-                    if isinstance(outcome, WorkerLost):
-                        deaths[photo] = deaths.get(photo, 0) + 1
-                        if deaths[photo] < max_attempts:
-                            pending.appendleft(photo)
-                            continue
-                        outcome = WorkerLost(f"it stopped a worker {deaths[photo]} times (max_attempts "
-                                             f"{max_attempts}); last: {' '.join(str(outcome).split())}")
-                    if not isinstance(outcome, Rendered):
-                        report.failed(photo, outcome)
-                        continue
-                    try:
-                        result = publish(outcome, request, app.host, resources)
-                    except PhotostyleError as exc:
-                        report.failed(photo, exc)
-                        continue
-                    report.succeeded(photo, result)
-            if sent or pending:
-                executor.wait(0.5)
-    except BaseException:
-        executor.abandon()
-        raise
-    finally:
-        bar.close()
-        executor.shutdown(time.monotonic() + 1.0)
-    return 1 if report.failures else 0

@@ -42,7 +42,7 @@ class LocalExecutor(Executor):
         photo deleted or replaced while it waits is seen as such (the main loop hands over at once)."""
         self.wake = wake or threading.Event()
         self.max_in_flight = max_in_flight
-        self._inbox: queue.Queue[Submission | None] = queue.Queue()
+        self._jobs: queue.Queue[Submission | None] = queue.Queue()
         self._done: queue.Queue[Completion] = queue.Queue()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -78,7 +78,7 @@ class LocalExecutor(Executor):
     def submit(self, submission: Submission) -> None:
         with self._lock:
             self._in_flight += 1
-        self._inbox.put(submission)
+        self._jobs.put(submission)
 
     def completions(self) -> list[Completion]:
         finished = []
@@ -97,7 +97,7 @@ class LocalExecutor(Executor):
         self._abandon.set()
 
     def shutdown(self, deadline: float) -> None:
-        self._inbox.put(None)
+        self._jobs.put(None)
         if self._thread is None:
             return
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -114,7 +114,7 @@ class LocalExecutor(Executor):
 
     def _run(self) -> None:
         while True:
-            submission = self._inbox.get()
+            submission = self._jobs.get()
             if submission is None:
                 return
             if self._abandon.is_set():

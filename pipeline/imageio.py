@@ -47,7 +47,7 @@ from PIL import Image, ImageChops, ImageCms, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import ImageLoadError
 from pipeline.memory import release_memory
-from pipeline.photo_file import open_regular
+from pipeline.photo_file import load_error, open_regular
 
 try:  # phone photos: HEIC/HEIF
     import pillow_heif
@@ -328,12 +328,8 @@ def load_photo(path: Path, max_pixels: int) -> Photo:
     """
     try:  # opened as every file others may plant is; the config may name a style image through a link
         file = open(path, "rb", opener=lambda name, flags: open_regular(Path(name), follow_links=True)[0])
-    except FileNotFoundError:
-        raise ImageLoadError(f"{path}: file not found") from None
-    except PermissionError:
-        raise ImageLoadError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise ImageLoadError(f"{path}: {exc.strerror or exc}") from None
+        raise load_error(path, exc) from None
     with file:
         if os.fstat(file.fileno()).st_size == 0:
             raise ImageLoadError(f"{path}: empty file (0 bytes)")

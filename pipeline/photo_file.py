@@ -122,16 +122,21 @@ def read_photo_bytes(path: Path) -> bytes:
         os.close(fd)
 
 
+def load_error(path: Path, error: OSError) -> ImageLoadError:
+    """The one-line error for a photo file that could not be opened or read."""
+    if isinstance(error, FileNotFoundError):
+        return ImageLoadError(f"{path}: file not found")
+    if isinstance(error, PermissionError):
+        return ImageLoadError(f"{path}: permission denied")
+    return ImageLoadError(f"{path}: {error.strerror or error}")
+
+
 def read_named_photo(photo: Path) -> bytes:
     """A photo named on the command line, read without following a link; ImageLoadError with one line."""
     try:
         data = read_photo_bytes(photo)
-    except FileNotFoundError:
-        raise ImageLoadError(f"{photo}: file not found") from None
-    except PermissionError:
-        raise ImageLoadError(f"{photo}: permission denied") from None
     except OSError as exc:
-        raise ImageLoadError(f"{photo}: {exc.strerror or exc}") from None
+        raise load_error(photo, exc) from None
     if not data:
         raise ImageLoadError(f"{photo}: empty file (0 bytes)")
     return data

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = GALLERY_PAGE  # a preset of this name is refused by the config
 CARDS_NAME = ".gallery.json"  # in outbox/.thumbs: dot-named, so never a preset's thumbnail folder
-LOCK_NAME = ".gallery.lock"
+OLD_LOCK_NAME = ".gallery.lock"  # what versions before the folder lock left in outbox/.thumbs
 CARDS_FORMAT = 1
 CARDS_MAX_BYTES = 256 * 1024 * 1024  # ~1 million cards; a larger file is not ours
 LABELS = {"original": "Original", "style": "Style", "result": "Result"}
@@ -323,12 +323,24 @@ def _locked(outbox: Path) -> Iterator[None]:
     """Hold the gallery's lock: one writer of the index and page at a time (``process`` and the daemon)."""
     folder = Path(outbox) / THUMBS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    # The lock is the folder itself (flock works on a directory's descriptor): no lock file in the outbox,
+    # where a client syncing it to a phone would copy an empty file (earlier versions left .gallery.lock).
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     try:
+        _remove_old_lock_file(folder)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_old_lock_file(folder: Path) -> None:
+    old = folder / OLD_LOCK_NAME
+    try:
+        if old.lstat().st_size == 0 and old.is_file() and not old.is_symlink():
+            old.unlink()
+    except OSError:
+        pass
 
 
 def _href(relative: str) -> str:

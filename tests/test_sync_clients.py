@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -30,7 +31,9 @@ from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg
 from pipeline.completeness import ZERO_RUN, ZeroRunFinder, first_hole, incomplete_reason
 from pipeline.sidecar import read_sidecar
 
-PRESETS = ("replaced", "inplace", "dots", "outbox", "same", "linked", "presized", "resend")
+PRESETS = ("replaced", "inplace", "dots", "outbox", "same", "linked", "presized", "resend", "rsync")
+RSYNC = shutil.which("rsync")
+needs_rsync = pytest.mark.skipif(RSYNC is None, reason="rsync is not installed (.ci/run installs Debian's rsync)")
 
 
 def noisy_jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
@@ -367,3 +370,41 @@ def test_a_partial_copy_failed_after_the_grace_gets_a_true_note_once_the_photo_i
     originals.succeeded(photo, "tiny", FileIdentity.of(photo.stat()), output)
     text = note.read_text()
     assert "complete photo arrived later" in text and str(output) in text and "failed because" not in text
+
+
+# -- real rsync, both ways ----------------------------------------------------------------------------------
+
+
+@needs_rsync
+def test_real_rsync_delivers_with_delay_updates_and_copies_the_outbox_out_without_temp_files(
+        watched: Watched, tmp_path: Path) -> None:
+    source, copy = tmp_path / "phone", tmp_path / "copy"
+    source.mkdir()
+    for index in range(4):
+        (source / f"r{index}.jpg").write_bytes(jpeg_bytes(100 + index))
+    inbox = watched.inbox("rsync")
+    delivered = subprocess.run([RSYNC, "-a", "--delay-updates", f"{source}/", f"{inbox}/"],
+                               capture_output=True, text=True, timeout=60)
+    assert delivered.returncode == 0, delivered.stderr  # its final renames out of .~tmp~/ all worked
+    outbox, runs = watched.root / "outbox", []
+
+    def copy_out() -> None:
+        runs.append(subprocess.run([RSYNC, "-a", f"{outbox}/", f"{copy}/"], capture_output=True, text=True,
+                                   timeout=60))
+
+    while len(watched.daemon.messages("moved to processed", under=inbox)) < 4:
+        copy_out()  # a phone syncing the outbox out while the photos are done
+    watched.daemon.wait_msg("done", under=inbox, count=4)
+    copy_out()
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs if run.returncode]
+    copied = [p for p in copy.rglob("*") if p.is_file()]
+    assert not [p for p in copied if p.name.endswith(".tmp")], copied
+    assert not [p for p in copied if p.stat().st_size == 0], copied
+    assert len([p for p in (copy / "rsync").iterdir() if p.suffix == ".jpg"]) == 4
+    again = subprocess.run([RSYNC, "-a", "--delay-updates", f"{source}/", f"{inbox}/"],
+                           capture_output=True, text=True, timeout=60)  # the cron job's next run
+    assert again.returncode == 0, again.stderr
+    watched.daemon.wait_msg("already done with these settings; not redoing it", under=inbox, count=4)
+    wait_for(lambda: not list(inbox.glob("*.jpg")), message="the re-sent copies handled")
+    assert sorted(p.name for p in files_under(watched.root / "processed" / "rsync")) == [
+        f"r{index}.jpg" for index in range(4)]

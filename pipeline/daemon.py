@@ -40,6 +40,7 @@ from pipeline.sync_roots import failed_outside
 from pipeline.intake import Intake
 from pipeline.ledger import Ledger, LedgerError
 from pipeline.originals import Originals
+from pipeline.progress_log import ProgressLog
 from pipeline.recovery import recover
 from pipeline.state_files import LEDGER_FILE, STATUS_FILE
 from pipeline.state_lock import AlreadyRunning, InboxLock, StateLock, StateLockError, inbox_key
@@ -135,6 +136,7 @@ class Daemon:
         self.lock = StateLock(app.config.state)
         self.inbox_lock = self._inbox_lock(app)
         self._lock_checked = 0.0
+        self.progress_log = ProgressLog()
         self.started = time.time()
         self._last_status = 0.0
         self.status_writer = StatusWriter(app.config.state / STATUS_FILE)
@@ -235,6 +237,7 @@ class Daemon:
             self.intake.tick()
             self.originals.tick()
             self.dispatcher.tick()
+            self.progress_log.update(self.executor.workers())
             self._publish_status()
             self._check_inbox_lock()
             self.notifier.watchdog()

@@ -233,6 +233,7 @@ def test_optimisation_lowers_the_objective_and_keeps_the_working_size(random_fea
     assert result.evaluations == len(seen) <= 12
     assert [p.evaluation for p in seen] == list(range(1, len(seen) + 1))
     assert seen[0].loss == result.initial
+    assert {(p.level, p.levels) for p in seen} == {(0, 1)}  # which level of how many: the log says it
 
 
 def test_noise_init_is_reproducible_with_the_same_seed(random_features: nn.Sequential) -> None:

@@ -67,7 +67,8 @@ class Progress:
     evaluation: int  # counted over all levels
     budget: int  # all levels' budgets together
     loss: LossTerms  # at the current level
-    level: int = 0
+    level: int = 0  # the pyramid level running (0 = the coarsest that runs)
+    levels: int = 1  # how many levels run for this photo (coarse levels too small for it are skipped)
 
 
 @dataclass
@@ -268,7 +269,7 @@ def stylize(
             done += 1
             if on_progress is not None:
                 total = plan.total if plan is not None else sum(budget for _, budget in levels)
-                on_progress(Progress(done, max(total, done), terms, level))
+                on_progress(Progress(done, max(total, done), terms, level, len(levels)))
 
         tracker = optimize(
             objective, start, budget, history_size=settings.history_size, first_step=settings.first_step,

@@ -238,7 +238,8 @@ def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: i
         return objectives[-1]
 
     def report(progress: Progress) -> None:
-        ctx.progress(progress.evaluation, progress.budget, f"loss {progress.loss.total:.4g}")
+        ctx.progress(progress.evaluation, progress.budget,
+                     f"level {progress.level + 1}/{progress.levels} loss {progress.loss.total:.4g}")
 
     # measured seconds per evaluation, kept by the worker: a time budget is planned with known costs
     costs = ctx.resources.cache.setdefault(("evaluation-costs", ctx.device, str(dtype)), EvaluationCosts())

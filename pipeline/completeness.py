@@ -60,14 +60,18 @@ class ZeroRunFinder:
         if self.found is not None or not chunk:
             self.offset += len(chunk)
             return
-        leading = len(chunk) - len(chunk.lstrip(b"\0"))
+        # lstrip/rstrip copy the chunk: only where it starts or ends with a zero byte (rarely, in a photo)
+        leading = len(chunk) - len(chunk.lstrip(b"\0")) if chunk[0] == 0 else 0
         if self._trailing + leading >= ZERO_RUN:
             self.found = self.offset - self._trailing
         else:
             inside = chunk.find(_ZEROS)
             if inside >= 0:
                 self.found = self.offset + inside
-        self._trailing = self._trailing + len(chunk) if leading == len(chunk) else len(chunk) - len(chunk.rstrip(b"\0"))
+        if leading == len(chunk):
+            self._trailing += len(chunk)
+        else:
+            self._trailing = len(chunk) - len(chunk.rstrip(b"\0")) if chunk[-1] == 0 else 0
         self.offset += len(chunk)
 
 

@@ -159,8 +159,13 @@ def test_progress_bar_shows_evaluations_and_loss_on_a_terminal(photo: Path, make
     assert "holiday.jpg" in shown and "eval" in shown and "loss" in shown
 
 
-def test_process_many_photos_reuses_one_network(tmp_path: Path, make_config,
+def test_process_many_photos_reuses_one_network(tmp_path: Path, make_config, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import plugins.vgg_style.transfer as transfer
+
+    loads: list[str] = []
+    real = transfer.load_features
+    monkeypatch.setattr(transfer, "load_features", lambda *args, **kwargs: loads.append("load") or real(*args, **kwargs))
     config = make_config()
     photos = []
     for i in range(3):
@@ -170,3 +175,4 @@ def test_process_many_photos_reuses_one_network(tmp_path: Path, make_config,
     assert main(["process", *photos, "-c", str(config), "--json"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [Path(r["output"]).name for r in records] == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    assert loads == ["load"], "three photos, one network loaded"

@@ -26,6 +26,13 @@ def configure_cpu_runtime() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def set_cpu_threads(threads: int) -> None:
+    """Give torch's CPU work ``threads`` threads (a Ray worker's reserved CPUs); torch is imported here."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def resolve_device(spec: str) -> str:
     """``auto`` picks cuda, then mps, then cpu; an explicit device must be present."""
     import torch

@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.errors import Cancelled, ConfigError, PhotostyleError
-from pipeline.executor import WorkerLost
+from pipeline.executor_protocol import WorkerLost
 from pipeline.job import JobRequest, Rendered
 from pipeline.ray_worker import RenderWorker, WorkerSpec
 

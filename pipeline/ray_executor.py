@@ -32,7 +32,7 @@ from typing import Any
 
 from pipeline.app import App
 from pipeline.errors import Cancelled, PhotostyleError
-from pipeline.executor import Completion, Executor, Submission, WorkerLost, WorkerState
+from pipeline.executor_protocol import Completion, Executor, Submission, WorkerLost, WorkerState
 from pipeline.ray_driver import DriverSettings
 from pipeline.ray_worker import WorkerSpec, pack_worker_spec
 

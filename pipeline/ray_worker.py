@@ -38,7 +38,8 @@ from pydantic import BaseModel
 
 from pipeline.app import App, load_app
 from pipeline.errors import Cancelled, PhotostyleError
-from pipeline.executor import WorkerLost
+from pipeline.device import set_cpu_threads
+from pipeline.executor_protocol import WorkerLost
 from pipeline.job import JobRequest, Rendered, render_jobs
 from pipeline.plugin_host import _plugin_files
 
@@ -153,9 +154,7 @@ class RenderWorker:
     """
 
     def __init__(self, spec: WorkerSpec, version: int, threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)  # cpus_per_worker: Ray reserved them for this worker alone
+        set_cpu_threads(threads)  # cpus_per_worker: Ray reserved them for this worker alone
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._running: dict[str, Any] | None = None

@@ -1,0 +1,135 @@
+"""The architecture's seams, checked on the import graph: no circles, torch only in the engine, a light protocol.
+
+Every import counts, those inside functions too (a lazy import hides a circle from
+Python, not from a reader). Imports under ``if TYPE_CHECKING:`` are for type
+checkers only and do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+TORCH = {"torch", "torchvision"}
+# The engine (network, losses, optimiser, weights, style targets, device) and the plugin that drives it.
+TORCH_ALLOWED = ("pipeline.nst", "pipeline.weights", "pipeline.style_cache", "pipeline.device", "pipeline.tensors",
+                 "plugins.vgg_style")
+# Modules that everything below the app may import: they import only the standard library and these.
+LIGHT = {"pipeline.executor_protocol": {"pipeline.errors"}, "pipeline.hashing": set(), "pipeline.state_files": set(),
+         "pipeline.errors": set()}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("plugins/**/*.py")]:
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes inside ``if TYPE_CHECKING:`` blocks."""
+    hidden: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            hidden.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
+    return hidden
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    hidden = _type_checking_only(tree)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in hidden:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(edges between our modules, third-party top-level packages each module imports)."""
+    modules = _modules()
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    external: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for imported in _imports(path):
+            target = imported
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                edges[name].add(target)
+            elif not target:
+                external[name].add(imported.split(".")[0])
+    return edges, external
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(edges[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                other = stack.pop()
+                on_stack.discard(other)
+                component.append(other)
+                if other == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    try:
+        for node in sorted(edges):
+            if node not in index:
+                visit(node)
+    finally:
+        sys.setrecursionlimit(limit)
+    return found
+
+
+def test_the_import_graph_has_no_circles() -> None:
+    edges, _ = _graph()
+    assert _cycles(edges) == []
+
+
+def test_only_the_engine_and_its_plugin_import_torch() -> None:
+    _, external = _graph()
+    importers = sorted(name for name, packages in external.items() if packages & TORCH)
+    assert importers, "the graph found no torch import at all: the check would prove nothing"
+    assert [name for name in importers if not name.startswith(TORCH_ALLOWED)] == []
+
+
+def test_the_light_modules_import_only_the_standard_library_and_each_other() -> None:
+    edges, external = _graph()
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    for name, allowed in LIGHT.items():
+        assert edges[name] <= allowed, (name, edges[name] - allowed)
+        assert external[name] <= stdlib, (name, external[name] - stdlib)
+
+
+def test_a_cycle_is_seen_when_there_is_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

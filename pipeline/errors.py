@@ -73,3 +73,9 @@ class OutputError(StageError):
 
 class Cancelled(PhotostyleError):
     """A job was asked to stop (shutdown or time budget) before it finished."""
+
+
+def brief(error: BaseException) -> str:
+    """An unexpected exception in one line: its type and its message's first line (torch's run to paragraphs)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {' '.join(lines[0].split()) if lines else ''}".rstrip(": ")

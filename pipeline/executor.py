@@ -26,9 +26,9 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.app import App
-from pipeline.errors import Cancelled, PhotostyleError, StageError
+from pipeline.errors import Cancelled
 from pipeline.executor_protocol import Completion, Executor, Submission, WorkerLost, WorkerState
-from pipeline.job import Rendered, render_jobs
+from pipeline.job import Rendered
 from pipeline.worker import Worker
 
 log = logging.getLogger("photostyle.executor")
@@ -132,23 +132,9 @@ class LocalExecutor(Executor):
             self.state.running = {"job": first.job_id, "file": str(first.source), "preset": first.preset,
                                   "batch": len(submission.requests), "started": time.time(),
                                   "done": 0, "total": 0, "message": ""}
-        try:
-            for preset in dict.fromkeys(request.preset for request in submission.requests):
-                self._worker.prepare(preset)
-            pairs = render_jobs(submission.requests, self._worker.app.host, self._worker.resources,
-                                progress=self._progress, should_stop=self._abandon.is_set)
-        except Cancelled as exc:
-            return Completion(submission.batch_id, [exc] * len(submission.requests), self.state.name)
-        except PhotostyleError as exc:  # e.g. weights missing for this preset: every photo waits
-            return Completion(submission.batch_id, [exc] * len(submission.requests), self.state.name)
-        except Exception as exc:  # a bug in photostyle itself: log it, keep running
-            # The thread lives on, so this is no lost worker: one photo fails once with a one-line reason;
-            # a batch comes back failed as a whole and the dispatcher retries its photos one by one.
-            log.exception("internal error", extra={"fields": {"batch": submission.batch_id}})
-            error = StageError("processing", None, f"internal error: {type(exc).__name__}: "
-                                                   f"{' '.join(str(exc).split())}")
-            return Completion(submission.batch_id, [error] * len(submission.requests), self.state.name)
-        return Completion(submission.batch_id, [outcome for outcome, _ in pairs], self.state.name)
+        outcomes = self._worker.render(submission.requests, progress=self._progress,
+                                       should_stop=self._abandon.is_set)
+        return Completion(submission.batch_id, outcomes, self.state.name)
 
     def _finish(self, completion: Completion) -> None:
         with self._lock:

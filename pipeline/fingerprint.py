@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
-from pipeline.hashing import file_hash, stable_file_hash  # noqa: F401  (re-exported: settings hashing uses them)
+from pipeline.hashing import stable_file_hash
 
 
 def _weights_identity(weights: str) -> str:

@@ -35,6 +35,7 @@ from pipeline.errors import Cancelled, PhotostyleError
 from pipeline.executor_protocol import Completion, Executor, Submission, WorkerLost, WorkerState
 from pipeline.ray_driver import DriverSettings
 from pipeline.ray_worker import WorkerSpec, pack_worker_spec
+from pipeline.worker import batch_size
 
 log = logging.getLogger("photostyle.executor")
 
@@ -126,10 +127,7 @@ class RayExecutor(Executor):
 
     def batch_size(self) -> int:
         assert self._app is not None
-        size = self._app.config.watch.batch_size
-        if size == "auto":  # a GPU does several photos in about the time of one; a CPU gains nothing
-            return 4 if self._summary.get("gpus_per_worker", 0) > 0 else 1
-        return int(size)
+        return batch_size(self._app.config.watch.batch_size, on_gpu=self._summary.get("gpus_per_worker", 0) > 0)
 
     def submit(self, submission: Submission) -> None:
         with self._lock:

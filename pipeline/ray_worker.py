@@ -37,10 +37,9 @@ import yaml
 from pydantic import BaseModel
 
 from pipeline.app import App, load_app
-from pipeline.errors import Cancelled, PhotostyleError
+from pipeline.errors import Cancelled, PhotostyleError, brief
 from pipeline.device import set_cpu_threads
-from pipeline.executor_protocol import WorkerLost
-from pipeline.job import JobRequest, Rendered, render_jobs
+from pipeline.job import JobRequest, Rendered
 from pipeline.plugin_host import _plugin_files
 
 CONFIG_NAME = "config.yaml"
@@ -141,10 +140,6 @@ def _remove_stale_folders() -> None:
             pass  # someone else's process: not ours to judge
 
 
-def _brief(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())
-
-
 class RenderWorker:
     """What a Ray actor holds: one Worker built from a :class:`WorkerSpec`. Methods return, never raise.
 
@@ -190,7 +185,7 @@ class RenderWorker:
             shutil.rmtree(folder, ignore_errors=True)
             return
         except Exception as exc:  # a bug or a broken install on this node: say so, do not die in a restart loop
-            self.error = PhotostyleError(f"the worker could not start: {_brief(exc)}")
+            self.error = PhotostyleError(f"the worker could not start: {brief(exc)}")
             shutil.rmtree(folder, ignore_errors=True)
             return
         if self._folder is not None:
@@ -251,15 +246,7 @@ class RenderWorker:
             self._running = {"job": first.job_id, "file": str(first.source), "preset": first.preset,
                              "batch": count, "started": time.time(), "done": 0, "total": 0, "message": ""}
         try:
-            for preset in dict.fromkeys(request.preset for request in requests):
-                self.worker.prepare(preset)
-            pairs = render_jobs(requests, self.worker.app.host, self.worker.resources,
-                                progress=self._progress, should_stop=self._stop.is_set)
-            return [outcome for outcome, _ in pairs]
-        except PhotostyleError as exc:  # Cancelled, or every photo waits (weights missing for this preset)
-            return [exc] * count
-        except Exception as exc:  # a bug in photostyle: keep the photos (requeued, max_attempts), keep running
-            return [WorkerLost(f"internal error: {_brief(exc)}")] * count
+            return self.worker.render(requests, progress=self._progress, should_stop=self._stop.is_set)
         finally:
             with self._lock:
                 self._running = None

@@ -12,10 +12,18 @@ from collections.abc import Callable
 from pipeline.app import App
 from pipeline.context import JobResult, WorkerResources
 from pipeline.device import resolve_device
-from pipeline.errors import PhotostyleError
-from pipeline.job import JobRequest, run_job, run_jobs
+from pipeline.errors import PhotostyleError, StageError, brief
+from pipeline.job import JobRequest, Rendered, render_jobs, run_job, run_jobs
 
 log = logging.getLogger(__name__)
+
+
+def batch_size(setting: str | int, *, on_gpu: bool) -> int:
+    """``watch.batch_size``: ``auto`` is 4 on a GPU, which does several photos in about the time of one, and
+    1 on a CPU, which gains nothing from batching."""
+    if setting == "auto":
+        return 4 if on_gpu else 1
+    return int(setting)
 
 
 class Worker:
@@ -39,10 +47,29 @@ class Worker:
     @property
     def batch_size(self) -> int:
         """How many queued photos of one preset the daemon stylises together (``watch.batch_size``)."""
-        size = self.app.config.watch.batch_size
-        if size == "auto":  # a GPU does several photos in about the time of one; a CPU gains nothing
-            return 4 if self.resources.device.startswith("cuda") else 1
-        return int(size)
+        return batch_size(self.app.config.watch.batch_size, on_gpu=self.resources.device.startswith("cuda"))
+
+    def render(self, requests: list[JobRequest], *, progress: Callable[[int, int, str], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> list[Rendered | PhotostyleError]:
+        """A submission's photos rendered to bytes, one outcome each, never raising but for the caller's bugs.
+
+        The one function both executors run (the local thread, a Ray actor). A
+        failure of the whole submission (missing weights for the preset, Cancelled)
+        is every photo's outcome; an error in photostyle itself fails them with one
+        line each and is logged with its traceback, and the worker lives on (a
+        batch that fails as a whole is then split by the coordinator).
+        """
+        try:
+            for preset in dict.fromkeys(request.preset for request in requests):
+                self.prepare(preset)
+            pairs = render_jobs(requests, self.app.host, self.resources, progress=progress, should_stop=should_stop)
+        except PhotostyleError as exc:  # Cancelled, or every photo waits (weights missing for this preset)
+            return [exc] * len(requests)
+        except Exception as exc:
+            log.exception("internal error", extra={"fields": {"photos": len(requests)}})
+            error = StageError("processing", None, f"internal error: {brief(exc)}")
+            return [error] * len(requests)
+        return [outcome for outcome, _ in pairs]
 
     def run_batch(
         self,

@@ -26,7 +26,7 @@ from pipeline.nst.layers import FeatureExtractor
 from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
 from pipeline.nst.schedule import EvaluationCosts
 from pipeline.tensors import image_to_tensor, tensor_to_image
-from pipeline.fingerprint import stable_file_hash
+from pipeline.hashing import stable_file_hash
 from pipeline.style_cache import Lookup, StyleTargetCache, targets_key
 from pipeline.weights import load_features, weights_identity
 from plugins.color import PREPARED_MODES, StylePreparation, style_preparation

@@ -2,7 +2,7 @@
 
 Kept apart so that every module that needs a content hash (settings hashing, the
 weights' identity, the style cache) can import it without pulling the rest in,
-and without import circles (weights -> fingerprint -> weights, before).
+and without import circles (weights -> settings hash -> weights, before).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.dispatch import Dispatcher, WorkItem
-from pipeline.fingerprint import settings_hash
+from pipeline.settings_hash import settings_hash
 from pipeline.imageio import HEAD_BYTES, head_problem
 from pipeline.ledger import Ledger, LedgerError, job_key
 from pipeline.originals import Originals
@@ -216,9 +216,10 @@ class Intake:
             if stable.problem is not None:
                 self.fail_untouched(stable.path, preset, stable.problem)
                 continue
-            self._fingerprint(stable, preset)
+            self._identify(stable, preset)
 
-    def _fingerprint(self, stable: StableFile, preset: str) -> None:
+    def _identify(self, stable: StableFile, preset: str) -> None:
+        """Open, check and hash a released file, then queue it, skip it, wait for its writer, or fail it."""
         limit = self.config.limits.max_file_bytes
         try:
             fd, info = open_regular(stable.path)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import write_config, write_text
 from pipeline.app import load_app
-from pipeline.fingerprint import settings_hash
+from pipeline.settings_hash import settings_hash
 from pipeline.weights import cache_path
 
 PLUGIN = '''

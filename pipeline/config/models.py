@@ -1,24 +1,20 @@
-"""The configuration: pydantic models for ``config.yaml`` and its validation.
+"""The pydantic models of ``config.yaml``: every key, its type, default, limits and description.
 
 Why the models are built at run time: plugins contribute their own preset
 sections (the built-in colour, resize and watermark stages among them), so the
 ``Preset`` model is the core's fields plus whatever the loaded plugins declare
 (:func:`build_config_model`). Unknown keys are rejected everywhere, so a typo is
-an error rather than a silently ignored setting.
+an error rather than a silently ignored setting. The models are also the JSON
+schema editors check the file against (``photostyle schema``).
 
-Every problem is reported as ``FILE:LINE: dotted.key: message`` through
-:class:`~pipeline.errors.ConfigError`, pointing at the YAML line to edit.
+Each model checks only its own fields; what needs the whole document (the styles
+folder, ``preset_defaults``, folders that alias) is :mod:`pipeline.config.document`'s.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import re
-import types
-import typing
-import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,16 +26,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
-    ValidationError,
     ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
 
-from pipeline.errors import ConfigError
+from pipeline.config.messages import did_you_mean
 from pipeline.nst.layer_names import LAYER_NAMES
-from pipeline.yamlsource import KeyPath, YamlDocument
 
 #: A plugin's contribution to the preset model: section name -> (annotation, default).
 PresetFields = Mapping[str, tuple[Any, Any]]
@@ -50,45 +44,6 @@ SPECIAL_WEIGHTS = ("torchvision", "random")
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 # Words people write for a device, and the device they mean.
 DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda", "cuda0": "cuda:0", "metal": "mps", "apple": "mps"}
-
-#: A preset name becomes a folder name under the inbox, outbox, processed/ and failed/.
-PRESET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-PRESET_NAME_MAX = 100
-PRESET_NAME_RULE = (
-    f"a preset name is a folder name: ASCII letters, digits, '_', '-' and '.', not starting with '.', "
-    f"at most {PRESET_NAME_MAX} characters"
-)
-
-#: The gallery's page, ``outbox/index.html`` (:mod:`pipeline.gallery` takes its name from here).
-GALLERY_PAGE = "index.html"
-#: What photostyle itself keeps at the top of the outbox, beside the preset folders: a preset of one of
-#: these names (compared ignoring case, for case-insensitive file systems) could never save a result.
-#: Dot-names (``.thumbs``: the gallery's thumbnails and index) are refused by :data:`PRESET_NAME` already.
-OUTBOX_OWN_NAMES = {GALLERY_PAGE: "the gallery page", ".thumbs": "the gallery's thumbnails"}
-
-
-def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
-    """``"; did you mean 'cuda'?"`` for the nearest choice (difflib), or ``""`` when none is near."""
-    names = [str(choice) for choice in choices]
-    text = str(value)
-    same_but_case = [name for name in names if name.lower() == text.lower()]
-    match = same_but_case or difflib.get_close_matches(text, names, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
-
-
-def preset_name_problem(name: Any) -> str | None:
-    """Why ``name`` cannot be a preset name (it would escape its folder, or its outbox folder is taken), or None."""
-    if not isinstance(name, str):
-        return None  # pydantic reports a key that is not a string
-    if len(name) > PRESET_NAME_MAX or not PRESET_NAME.fullmatch(name):
-        safe = style_preset_name(name)
-        hint = f"; try {safe!r}" if re.search(r"[A-Za-z0-9]", name) else ""
-        return f"{PRESET_NAME_RULE} (got {name!r}{hint})"
-    for own, what in OUTBOX_OWN_NAMES.items():
-        if name.casefold() == own.casefold():
-            return (f"{name!r} is taken: outbox/{own} is {what}, so this preset's results could never be saved "
-                    "in outbox/" + name + "/; choose another name")
-    return None
 
 
 def resolve_config_path(value: Path, base_dir: Path | None) -> Path:
@@ -434,311 +389,3 @@ def build_config_model(extra_fields: PresetFields | None = None) -> type[ConfigB
             Field(default_factory=dict, min_length=1, description="Preset name -> settings (plus the styles folder's)."),
         ),
     )
-
-
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-STYLE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def style_preset_name(stem: str) -> str:
-    """A safe preset name for a style image (``Nuit étoilée`` → ``Nuit_etoilee``), see :data:`PRESET_NAME`.
-
-    The file name comes from whoever can write to the styles folder, and the
-    preset name becomes folder names, so it keeps only ASCII letters, digits, ``_``
-    and ``-`` (accents are dropped, not the letters), never starts with ``-`` (it
-    would read as an option in a shell), and is cut to a safe length.
-    """
-    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_stem).strip("_-")[:PRESET_NAME_MAX].strip("_-")
-    return name or "style"
-
-
-def style_folder_images(folder: Path) -> dict[str, Path]:
-    """Preset name -> image, for every image in the styles folder (the name comes from the file name)."""
-    if not folder.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in STYLE_EXTENSIONS or not path.is_file():
-            continue
-        found.setdefault(style_preset_name(path.stem), path)
-    return found
-
-
-def _add_style_folder_presets(data: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], set[str]]:
-    """Every image in ``styles`` becomes a preset of its own name, unless a preset has that name.
-
-    A preset of that name without a ``style`` key gets the image (so a user can
-    override settings for a dropped-in style). Returns the data and the names added.
-    """
-    folder = data.get("styles", ConfigBase.model_fields["styles"].default)
-    presets = data.get("presets", {})
-    if not isinstance(folder, (str, Path)) or not isinstance(presets, Mapping):
-        return data, set()
-    presets = dict(presets)
-    added: set[str] = set()
-    for name, image in style_folder_images(resolve_config_path(Path(folder), base_dir)).items():
-        if name not in presets:
-            presets[name] = {"style": str(image)}
-            added.add(name)
-        elif isinstance(presets[name], Mapping) and "style" not in presets[name]:
-            presets[name] = {**presets[name], "style": str(image)}
-    return {**data, "presets": presets}, added
-
-
-def _apply_preset_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    defaults = data.get("preset_defaults") or {}
-    presets = data.get("presets")
-    if not isinstance(defaults, Mapping) or not isinstance(presets, Mapping):
-        return data
-    data = dict(data)
-    data["presets"] = {
-        name: _deep_merge(defaults, preset) if isinstance(preset, Mapping) else preset
-        for name, preset in presets.items()
-    }
-    return data
-
-
-def _data_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
-    """Keep only the parts of a pydantic error location that index into the data.
-
-    Pydantic inserts union-member names (``list[StyleRef]``, ``function-after[...]``)
-    into locations; users only know their own keys.
-    """
-    path: list[str | int] = []
-    current = data
-    for part in loc:
-        if isinstance(current, Mapping) and part in current:
-            path.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            path.append(part)
-            current = current[part]
-        elif isinstance(current, Mapping) and isinstance(part, str) and not re.search(r"[\[\]]", part):
-            path.append(part)  # a missing required key, or an unknown one
-            current = None
-    return tuple(path)
-
-
-class ProblemCollector:
-    """Formats problems as ``FILE:LINE: dotted.key: message`` using the YAML line map; each once."""
-
-    def __init__(self, path: Path, doc: YamlDocument) -> None:
-        self.path = path
-        self.doc = doc
-        self._problems: dict[str, int] = {}
-
-    def add(self, key: KeyPath, message: str) -> None:
-        dotted = ".".join(str(part) for part in key) or "(top level)"
-        line = self.doc.line_of(key)
-        self._problems.setdefault(f"{self.path}:{line}: {dotted}: {message}", line)
-
-    @property
-    def problems(self) -> list[str]:
-        """Every problem, in file order."""
-        return sorted(self._problems, key=lambda text: self._problems[text])
-
-
-def _members(annotation: Any) -> list[Any]:
-    """The types an annotation may hold, with ``Annotated`` and unions unwrapped."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _members(typing.get_args(annotation)[0])
-    if origin is typing.Union or origin is types.UnionType:
-        return [member for arg in typing.get_args(annotation) for member in _members(arg)]
-    return [annotation]
-
-
-def allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
-    """The keys the config accepts in the mapping at ``path`` (to suggest one for a typo)."""
-    candidates: list[Any] = [model]
-    for part in path:
-        following: list[Any] = []
-        for candidate in (member for annotation in candidates for member in _members(annotation)):
-            origin = typing.get_origin(candidate)
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                if isinstance(part, str) and part in candidate.model_fields:
-                    following.append(candidate.model_fields[part].annotation)
-            elif origin is dict and isinstance(part, str):
-                following.append(typing.get_args(candidate)[1])
-            elif origin is list and isinstance(part, int):
-                following.append(typing.get_args(candidate)[0])
-        candidates = following
-    keys: list[str] = []
-    for candidate in (member for annotation in candidates for member in _members(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            keys.extend(key for key in candidate.model_fields if key not in keys)
-    return keys
-
-
-def _pydantic_message(error: Mapping[str, Any], model: type[BaseModel], path: KeyPath) -> str:
-    """Pydantic's message in the user's words: choices and a near match rather than a pattern."""
-    if error["type"] == "extra_forbidden":
-        return "unknown key" + did_you_mean(path[-1], allowed_keys(model, path[:-1])) if path else "unknown key"
-    if error["type"] == "missing":
-        return "required key is missing"
-    message = str(error["msg"])
-    message = re.sub(r"^(Value|Assertion) error, ", "", message)
-    if error["type"] == "literal_error":
-        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-        message = f"{message}{did_you_mean(error['input'], choices)}"
-    if error["type"] in {"model_type", "dict_type", "list_type"} or message.startswith("unknown "):
-        return message  # the message names the value already, or the value is a whole section
-    shown = repr(error["input"])
-    return f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-
-
-def _has_path(data: Any, path: KeyPath) -> bool:
-    for part in path:
-        if isinstance(data, Mapping) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
-            data = data[part]
-        else:
-            return False
-    return True
-
-
-def _where_written(key: KeyPath, raw: Mapping[str, Any]) -> KeyPath:
-    """Where a problem in a merged preset was written: the preset itself, or ``preset_defaults``.
-
-    Every preset starts from ``preset_defaults``, so a mistake there would
-    otherwise be reported once per preset, at keys the user never wrote.
-    """
-    if len(key) < 3 or key[0] != "presets":
-        return key
-    own = raw.get("presets")
-    name, inside = key[1], tuple(key[2:])
-    if isinstance(own, Mapping) and _has_path(own.get(name), inside):
-        return key
-    if _has_path(raw.get("preset_defaults"), inside):
-        return ("preset_defaults",) + inside
-    return key
-
-
-def _default_preset_problems(data: Mapping[str, Any], problems: ProblemCollector) -> None:
-    presets, default = data.get("presets"), data.get("default_preset")
-    if isinstance(presets, Mapping) and presets and isinstance(default, str) and default not in presets:
-        known = ", ".join(sorted(map(str, presets)))
-        hint = did_you_mean(default, presets)
-        problems.add(("default_preset",), f"unknown preset {default!r}{hint} (presets: {known})")
-
-
-def _preset_name_problems(raw: Mapping[str, Any], problems: ProblemCollector) -> None:
-    presets = raw.get("presets")
-    if not isinstance(presets, Mapping):
-        return
-    for name in presets:
-        reason = preset_name_problem(name)
-        if reason:
-            problems.add(("presets", name), reason)
-
-
-FOLDER_KEYS = ("inbox", "outbox", "processed", "failed", "state")
-# Folders photos are written to: a styles folder there would turn photos into presets.
-PHOTO_FOLDER_KEYS = ("inbox", "outbox", "processed", "failed")
-
-
-def _folder_problems(raw: Mapping[str, Any], base_dir: Path, problems: ProblemCollector) -> None:
-    """Refuse folders that alias each other or nest: every one of them has a job of its own.
-
-    The inbox is read as new photos, the outbox is published, the state holds the
-    ledger; a folder inside another would be read as photos, published, or
-    moved away with them. Symlinks are resolved, so a link cannot hide an alias.
-    """
-    configured: dict[str, Path] = {}
-    real: dict[str, Path] = {}
-    for key in FOLDER_KEYS + ("styles",):
-        value = raw.get(key, ConfigBase.model_fields[key].default)
-        if isinstance(value, (str, Path)) and str(value):
-            configured[key] = resolve_config_path(Path(value), base_dir)
-            real[key] = configured[key].resolve()
-
-    def written(key: str) -> int | None:
-        return problems.doc.lines.get((key,))
-
-    keys = [key for key in FOLDER_KEYS if key in real]
-    for index, first in enumerate(keys):
-        for second in keys[index + 1:]:
-            a, b = real[first], real[second]
-            if a == b:
-                # Blame the key the user wrote (the later one, if both): the other may be a default.
-                blamed, other = (first, second) if (written(first) or 0) > (written(second) or 0) else (second, first)
-                problems.add((blamed,), f"{configured[blamed]} is the same folder as {other}; each needs its own")
-                continue
-            inner, outer = (first, second) if b in a.parents else (second, first) if a in b.parents else (None, None)
-            if inner is None or outer is None:
-                continue
-            if outer == "inbox":
-                reason = "it would be picked up as new photos"
-            elif inner == "inbox":
-                reason = "keep the inbox apart from the other folders"
-            else:
-                reason = "inbox, outbox, processed, failed and state must not lie inside one another"
-            where = "the inbox" if outer == "inbox" else outer
-            if written(inner) is not None or written(outer) is None:
-                problems.add((inner,), f"{configured[inner]} is inside {where} ({configured[outer]}); {reason}")
-            else:
-                problems.add((outer,), f"{configured[outer]} contains {inner} ({configured[inner]}); {reason}")
-    styles = real.get("styles")
-    if styles is None:
-        return
-    for key in keys:
-        folder = real[key]
-        if styles == folder:
-            problems.add(("styles",), f"{configured['styles']} is the same folder as {key}; "
-                         "style images need a folder of their own")
-        elif key in PHOTO_FOLDER_KEYS and folder in styles.parents:
-            problems.add(("styles",), f"{configured['styles']} is inside {key} ({configured[key]}); "
-                         "style images need a folder of their own")
-
-
-def validate_config(doc: YamlDocument, path: Path, extra_fields: PresetFields | None = None) -> Any:
-    """Validate a parsed YAML document; return the Config or raise ConfigError listing every problem."""
-    problems = ProblemCollector(path, doc)
-    if not isinstance(doc.data, Mapping):
-        problems.add((), "the config must be a mapping of keys to values")
-        raise ConfigError(problems.problems)
-    raw: Mapping[str, Any] = doc.data
-    data, from_folder = _add_style_folder_presets(dict(raw), path.parent)
-    data = _apply_preset_defaults(data)
-    model = build_config_model(extra_fields)
-    _preset_name_problems(raw, problems)
-    _default_preset_problems(data, problems)
-    _folder_problems(raw, path.parent, problems)
-    config = None
-    try:
-        config = model.model_validate(data, context={"base_dir": path.parent})
-    except ValidationError as exc:
-        for error in exc.errors():
-            key = _data_path(data, error["loc"])
-            problems.add(_where_written(key, raw), _pydantic_message(error, model, key))
-    if problems.problems:
-        raise ConfigError(problems.problems)
-    for name, preset in config.presets.items():
-        config.preset_origins[name] = (
-            f"{preset.style} (styles folder)" if name in from_folder else f"{path}:{doc.line_of(('presets', name))}"
-        )
-    return config
-
-
-def validate_plugin_options(doc: YamlDocument, path: Path) -> PluginOptions:
-    """Validate just the ``plugins`` section: it decides which plugins (and so which keys) exist."""
-    raw = doc.data.get("plugins", {}) if isinstance(doc.data, Mapping) else {}
-    problems = ProblemCollector(path, doc)
-    try:
-        return PluginOptions.model_validate(raw or {}, context={"base_dir": path.parent})
-    except ValidationError as exc:
-        for error in exc.errors():
-            key = _data_path(raw, error["loc"])
-            problems.add(("plugins",) + key, _pydantic_message(error, PluginOptions, key))
-        raise ConfigError(problems.problems) from None

@@ -147,24 +147,6 @@ def test_cross_field_problems_are_reported_with_their_lines(project: Path) -> No
     assert len(problems) == 3
 
 
-def test_problem_in_preset_defaults_is_reported_once_at_its_line(project: Path) -> None:
-    config = write_text(project / "config.yaml", """
-        default_preset: p
-        preset_defaults:
-          iterations: many
-          iteratons: 5
-        presets:
-          p: {style: art/stripes.png}
-          q: {style: art/stripes.png}
-          r: {style: art/stripes.png, iterations: 7}
-    """)
-    assert problems_of(config) == [
-        f"{config}:3: preset_defaults.iterations: Input should be a valid integer, unable to parse string as an "
-        "integer (got 'many')",
-        f"{config}:4: preset_defaults.iteratons: unknown key; did you mean 'iterations'?",
-    ]
-
-
 def test_a_presets_own_mistake_is_reported_at_the_preset(project: Path) -> None:
     config = write_text(project / "config.yaml", """
         default_preset: p

@@ -54,11 +54,18 @@ def test_duplicate_keys_are_refused_at_any_depth(project: Path) -> None:
     ]
 
 
-def test_a_typo_in_preset_defaults_is_reported_once_at_its_own_line(project: Path) -> None:
+def test_a_mistake_in_preset_defaults_is_reported_once_at_its_own_line(project: Path) -> None:
+    """Every preset starts from preset_defaults: a typo or a bad value there is one problem, at its own line,
+    however many presets inherit it (here six do, and one sets the key itself)."""
     presets = "\n".join(f"  p{index}: {{style: art/stripes.png}}" for index in range(6))
     config = project / "config.yaml"
-    config.write_text(f"default_preset: p0\npreset_defaults:\n  iteratons: 80\npresets:\n{presets}\n")
-    assert problems_of(config) == [f"{config}:3: preset_defaults.iteratons: unknown key; did you mean 'iterations'?"]
+    config.write_text("default_preset: p0\npreset_defaults:\n  iteratons: 80\n  iterations: many\n"
+                      f"presets:\n{presets}\n  r: {{style: art/stripes.png, iterations: 7}}\n")
+    assert problems_of(config) == [
+        f"{config}:3: preset_defaults.iteratons: unknown key; did you mean 'iterations'?",
+        f"{config}:4: preset_defaults.iterations: Input should be a valid integer, unable to parse string as an "
+        "integer (got 'many')",
+    ]
 
 
 def test_a_device_that_does_not_exist_lists_the_choices_and_the_nearest(project: Path) -> None:

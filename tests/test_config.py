@@ -160,12 +160,6 @@ def test_a_presets_own_mistake_is_reported_at_the_preset(project: Path) -> None:
     assert problem.startswith(f"{config}:5: presets.p.output.quality: Input should be less than or equal to 100")
 
 
-def test_yaml_syntax_error_names_the_line(project: Path) -> None:
-    config = write_text(project / "config.yaml", "default_preset: p\npresets: [oops\nother: 1\n")
-    [problem] = problems_of(config)
-    assert problem.startswith(f"{config}:3:6: YAML syntax error: the '[' at line 2, column 10 is not closed")
-
-
 def test_wrong_type_for_a_section(project: Path) -> None:
     config = write_text(project / "config.yaml", """
         default_preset: p

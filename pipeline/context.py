@@ -36,6 +36,24 @@ class WorkerResources:
     device: str
     cache: dict[Any, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("photostyle"))
+    #: The plugins' hooks (pluggy's ``pm.hook``), so one plugin can ask the others without importing
+    #: them: ``resources.hook.style_preparation(preset=...)``. Set by the plugin host before it
+    #: calls ``prepare`` on this worker, which it does before the worker's first photo of a preset.
+    hook: Any = None
+
+
+@dataclass(frozen=True)
+class StylePreparation:
+    """How a stage changes the photo and the style images a style-transfer engine sees (hook ``style_preparation``).
+
+    ``key`` names everything the prepared style depends on (for a colour mode: the
+    mode and the photo's rounded statistics); an engine that caches style targets
+    adds it to their key, so they are reused only where it is the same.
+    """
+
+    key: list[Any]
+    content: Callable[[Image.Image], Image.Image]
+    style: Callable[[Image.Image], Image.Image]
 
 
 @dataclass

@@ -4,20 +4,51 @@ A plugin is any module or object with functions marked ``@hookimpl`` whose names
 and argument names match the specs below (a plugin may take fewer arguments than
 the spec offers). One photo flows::
 
-    prepare (once per preset) -> job_started -> load -> preprocess* -> stylize
-        -> postprocess* -> save -> job_finished   (or job_failed at any point)
+    prepare (once per preset) -> job_started -> [photostyle loads the photo] -> preprocess*
+        -> stylize (stylize_batch for several photos at once) -> postprocess*
+        -> [photostyle encodes and saves the result] -> job_finished   (or job_failed at any point)
 
-``*`` marks a chain: each implementation receives the previous one's image and
-returns the next. Chains run ``tryfirst`` implementations first, then the rest in
-the order plugins were registered (built-ins, entry points, ``plugins.paths``),
-then ``trylast`` ones. Wrappers are not supported on chain hooks.
+Loading and saving are photostyle's own steps, not hooks: ``ctx.original`` holds
+the photo as loaded from ``preprocess`` on, and ``job_finished`` gets the saved
+file in ``result.output``. An engine may ask ``style_preparation`` while it
+prepares and stylises (see there).
+
+How each kind of hook is called, and in which order:
+
+- *Notifications* (``prepare``, ``job_started``, ``job_finished``, ``job_failed``)
+  are called through pluggy (``pm.hook.NAME(...)``) in pluggy's order:
+  ``tryfirst`` implementations, then the others with the last registered first
+  (``plugins.paths``, then entry points, then built-ins), then ``trylast`` ones.
+  A plugin that raises in ``prepare`` or ``job_started`` stops the call there
+  (the start is refused, the photo fails) with the plugin's name in the error;
+  one that raises in ``job_finished`` or ``job_failed`` is logged with its name,
+  and the plugins after it are still told.
+- *First result* hooks (``stylize``, ``stylize_batch``, ``style_preparation``) run in
+  pluggy's order too, until one returns something other than ``None``.
+- *Chains* (``preprocess``, ``postprocess``, marked ``*`` above): each implementation
+  receives the previous one's image and returns the next. They run ``tryfirst``
+  implementations first, then the rest **in the order plugins were registered**
+  (built-ins, entry points, ``plugins.paths``), then ``trylast`` ones: the
+  opposite of pluggy's order, on purpose. A chain's order is the order in which
+  stages change the image, and registration order is the documented stage
+  order: the built-ins' colour preservation, resize and watermark, then your
+  stages, which see the built-ins' result and have the last word.
+- ``preset_options`` is collected from every plugin in registration order.
+
+Chains, ``stylize``, ``stylize_batch`` and ``preset_options`` are called one
+implementation at a time, so that a failure and the answer (``stylized_by`` in
+the report) carry the plugin's name. Implementations may be ordered with
+``tryfirst``/``trylast``; no hook takes wrappers (``wrapper=True``,
+``hookwrapper=True``): a plugin that declares one is refused when it is
+registered, naming the plugin and the hook, instead of being silently skipped.
 
 An exception from a plugin fails that photo with the plugin's name in the
-error; it never stops the program.
+error (a notification after the save is only logged); it never stops the program.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -25,7 +56,7 @@ import pluggy
 if TYPE_CHECKING:
     from PIL import Image
 
-    from pipeline.context import JobContext, JobResult, WorkerResources
+    from pipeline.context import JobContext, JobResult, StylePreparation, WorkerResources
 
 PROJECT = "photostyle"
 
@@ -92,6 +123,23 @@ def stylize_batch(images: list[Image.Image], ctxs: list[JobContext]) -> list[Ima
     """
 
 
+@hookspec(firstresult=True)
+def style_preparation(preset: Any) -> Callable[[Image.Image], StylePreparation] | None:
+    """Firstresult, asked by a style-transfer engine: should it change what its network sees for this preset?
+
+    Return ``None`` to leave the photo and the style images alone, or a function
+    that takes the photo at the engine's working size and returns a
+    :class:`~pipeline.context.StylePreparation`: how to change the photo and the
+    style images, and the key that names what the changed style depends on. The
+    built-in ``color`` plugin answers for ``preserve_color: histogram`` (the style
+    recoloured to the photo's colours) and ``luminance_transfer`` (both reduced
+    to luminance). The built-in engine asks ``ctx.resources.hook.style_preparation(preset=...)``
+    in ``prepare`` (an answer means its style targets depend on each photo, so
+    none are made in advance) and in ``stylize``; with no plugin answering, it
+    does no colour work.
+    """
+
+
 @hookspec
 def postprocess(image: Image.Image, ctx: JobContext) -> Image.Image:
     """Chain: adjust the stylised image before it is saved.
@@ -104,9 +152,9 @@ def postprocess(image: Image.Image, ctx: JobContext) -> Image.Image:
 
 @hookspec
 def job_finished(ctx: JobContext, result: JobResult) -> None:
-    """Notification: the output is saved. A raise here is logged, not fatal."""
+    """Notification: the output is saved. A raise here is logged, not fatal; the other plugins are still told."""
 
 
 @hookspec
 def job_failed(ctx: JobContext, error: str) -> None:
-    """Notification: the photo failed; ``error`` is the one-line reason. A raise here is logged."""
+    """Notification: the photo failed; ``error`` is the one-line reason. A raise here is logged, not fatal."""

@@ -3,10 +3,15 @@
 Built-in stages register exactly as third-party plugins do: first the modules in
 ``plugins/`` (in the documented stage order), then the ``photostyle`` entry-point
 group, then files and folders from ``plugins.paths``. A hook implementation with
-no matching spec is an error at start (a typo must not silently do nothing).
+no matching spec, or with an option no hook supports (a wrapper), is an error at
+start: a typo must not silently do nothing.
 
-Chain hooks (``preprocess``, ``postprocess``) and ``stylize`` are called one
-implementation at a time, so an exception is reported with the plugin's name.
+Notification hooks are called through pluggy (``pm.hook.NAME(...)``); an exception
+is traced back to the implementation that raised it, to name the plugin. Chain
+hooks (``preprocess``, ``postprocess``), ``stylize``, ``stylize_batch`` and
+``preset_options`` are called one implementation at a time, so an exception and
+an answer carry the plugin's name. ``pipeline/hookspecs.py`` documents each
+kind's order for plugin authors.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, TracebackType
 from typing import Any
 
 import pluggy
@@ -58,6 +63,38 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
+#: Hook implementation options that no photostyle hook supports. Chains, ``stylize`` and
+#: ``preset_options`` are called one implementation at a time, which a wrapper would not wrap, and a
+#: notification keeps each plugin's failure apart; so a wrapper is refused rather than never called.
+UNSUPPORTED_OPTIONS = ("wrapper", "hookwrapper")
+
+
+class UnsupportedHookOption(pluggy.PluginValidationError):
+    """A hook implementation declares an option photostyle does not support (one line, naming both)."""
+
+    def __init__(self, plugin: object, plugin_name: str, hook_name: str, option: str) -> None:
+        self.plugin_name = plugin_name
+        self.reason = (f"implements hook {hook_name!r} with {option}=True, which photostyle does not support "
+                       "(no hook takes wrappers; order implementations with tryfirst/trylast)")
+        super().__init__(plugin, f"plugin {plugin_name!r} {self.reason}")
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, refusing implementations with an option photostyle does not support."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is None:  # blocked
+            return None
+        for caller in self.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                option = next((option for option in UNSUPPORTED_OPTIONS if impl.opts.get(option)), None)
+                if impl.plugin is plugin and option is not None:
+                    self.unregister(plugin)
+                    raise UnsupportedHookOption(plugin, registered, caller.name, option)
+        return registered
+
+
 def _plugin_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
@@ -74,7 +111,7 @@ class PluginHost:
     """The plugin manager plus where each plugin came from."""
 
     def __init__(self) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm = _PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}
 
@@ -86,6 +123,8 @@ class PluginHost:
             raise PluginError(f"two plugins are named {name!r} ({self.sources[name]} and {source})")
         try:
             self.pm.register(plugin, name=name)
+        except UnsupportedHookOption as exc:
+            raise PluginError(f"plugin {name!r} ({source}) {exc.reason}") from None
         except pluggy.PluginValidationError as exc:
             details = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
             raise PluginError(f"plugin {name!r} ({source}): {details or exc}") from None
@@ -128,9 +167,8 @@ class PluginHost:
     # -- calling hooks -------------------------------------------------------------
 
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
-        """Non-wrapper implementations in pluggy's own order (the reverse of its call order)."""
-        caller = getattr(self.pm.hook, hook_name)
-        return [impl for impl in caller.get_hookimpls() if not impl.hookwrapper and not impl.wrapper]
+        """Implementations in pluggy's own order (the reverse of its call order); wrappers were refused."""
+        return getattr(self.pm.hook, hook_name).get_hookimpls()
 
     def _ordered(self, hook_name: str) -> list[pluggy.HookImpl]:
         """Implementations in chain order: tryfirst, then registration order, then trylast."""
@@ -142,15 +180,11 @@ class PluginHost:
         arguments = {name: kwargs[name] for name in impl.argnames}
         try:
             return impl.function(**arguments)
-        except PhotostyleError as exc:
-            if isinstance(exc, (StageError, Cancelled)) or wrap is not StageError:
-                raise  # already blamed, or a request to stop (not a failure)
-            raise StageError(stage, impl.plugin_name, str(exc)) from exc
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if wrap is StageError:
-                raise StageError(stage, impl.plugin_name, reason) from exc
-            raise wrap(f"plugin {impl.plugin_name!r}: {stage} raised {reason}") from exc
+            error = _blamed(exc, stage, impl.plugin_name, wrap)
+            if error is exc:
+                raise
+            raise error from exc
 
     def chain(self, hook_name: str, image: Any, **kwargs: Any) -> Any:
         """Pass ``image`` through every implementation of a chain hook in order."""
@@ -173,19 +207,79 @@ class PluginHost:
         return None, None
 
     def notify(self, hook_name: str, *, fatal: bool, **kwargs: Any) -> None:
-        """Call a notification hook; with ``fatal=False`` a failing plugin is logged and skipped."""
-        for impl in self._ordered(hook_name):
-            try:
-                self._call(impl, hook_name, kwargs)
-            except StageError as exc:
-                if fatal:
-                    raise
-                log.warning("%s", exc)
+        """Call a notification hook through pluggy; with ``fatal=False`` a failing plugin is logged and skipped.
+
+        pluggy stops a call at the first exception: the plugins after the failing
+        one are then called again through a subset of the hook without the plugins
+        already told, so each one hears of the photo once.
+        """
+        self._call_natively(hook_name, kwargs, fatal=fatal, wrap=StageError)
 
     def prepare(self, **kwargs: Any) -> None:
-        """Call ``prepare``; a plugin's PhotostyleError passes through unchanged (it refuses the start)."""
-        for impl in self._ordered("prepare"):
-            self._call(impl, "prepare", kwargs, wrap=PluginError)
+        """Call ``prepare``; a plugin's PhotostyleError passes through unchanged (it refuses the start).
+
+        The worker's resources get this host's hooks first (``resources.hook``), so
+        that plugins can ask one another (the engine asks for a colour preparation).
+        """
+        kwargs["resources"].hook = self.pm.hook
+        self._call_natively("prepare", kwargs, fatal=True, wrap=PluginError)
+
+    def _call_natively(self, hook_name: str, kwargs: dict[str, Any], *, fatal: bool, wrap: type) -> None:
+        caller: Any = getattr(self.pm.hook, hook_name)
+        told: list[object] = []  # plugins already called, left out when the call goes on after a failure
+        while True:
+            try:
+                caller(**kwargs)
+                return
+            except pluggy.HookCallError:
+                raise  # photostyle called its own hook wrongly: not a plugin's failure
+            except Exception as exc:
+                order = list(reversed(caller.get_hookimpls()))  # the order pluggy called them in
+                culprit = _raiser(order, exc.__traceback__)
+                error = _blamed(exc, hook_name, None if culprit is None else culprit.plugin_name, wrap)
+                if fatal or isinstance(error, Cancelled):
+                    if error is exc:
+                        raise
+                    raise error from exc
+                log.warning("%s", error)
+                if culprit is None:
+                    return  # not traced to a plugin (one without code of its own): the call ends here
+                told += [impl.plugin for impl in order[:order.index(culprit) + 1]]
+                caller = self.pm.subset_hook_caller(hook_name, remove_plugins=told)
+
+
+def _blamed(exc: Exception, stage: str, plugin_name: str | None, wrap: type) -> Exception:
+    """A plugin's exception as photostyle reports it: a StageError naming the plugin (or ``wrap``'s error).
+
+    StageError (already blamed), Cancelled (a request to stop, not a failure), and
+    with ``wrap=PluginError`` any PhotostyleError, are returned unchanged.
+    """
+    if isinstance(exc, PhotostyleError) and (isinstance(exc, (StageError, Cancelled)) or wrap is not StageError):
+        return exc
+    if isinstance(exc, PhotostyleError):
+        return StageError(stage, plugin_name, str(exc))
+    reason = f"{type(exc).__name__}: {exc}"
+    if wrap is StageError:
+        return StageError(stage, plugin_name, reason)
+    return wrap(f"plugin {plugin_name!r}: {stage} raised {reason}")
+
+
+def _raiser(impls: list[pluggy.HookImpl], traceback: TracebackType | None) -> pluggy.HookImpl | None:
+    """The implementation an exception came out of: the outermost frame in its traceback that runs one.
+
+    Two implementations can share code (one class registered twice): then the one
+    whose ``self`` the frame holds.
+    """
+    while traceback is not None:
+        frame = traceback.tb_frame
+        running = [impl for impl in impls if getattr(impl.function, "__code__", None) is frame.f_code]
+        if len(running) > 1:
+            first_argument = frame.f_locals.get(frame.f_code.co_varnames[0]) if frame.f_code.co_varnames else None
+            running = [impl for impl in running if getattr(impl.function, "__self__", None) is first_argument]
+        if running:
+            return running[0]
+        traceback = traceback.tb_next
+    return None
 
 
 def load_plugins(options: PluginOptions, *, entry_points: bool = True) -> PluginHost:

@@ -5,8 +5,8 @@ Style Transfer", and the colour section of Gatys et al. (CVPR 2017), "Controllin
 Perceptual Factors in Neural Style Transfer", give two methods. Both act BEFORE
 the transfer, on what the network sees, so the optimisation itself produces
 the photo's colours; this module holds their maths and finishes them after.
-``plugins.vgg_style`` asks :func:`style_preparation` how to prepare the photo and
-the style image for a preset's mode.
+The engine asks for them through the ``style_preparation`` hook (it never imports
+this plugin): with ``color`` disabled, no colour work is done anywhere.
 
 ``preserve_color`` (per preset):
 
@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from pipeline.context import JobContext
+from pipeline.context import JobContext, StylePreparation
 from pipeline.hookspecs import hookimpl
 
 ColorMode = Literal["none", "histogram", "luminance", "luminance_transfer", "channels"]
@@ -240,20 +240,6 @@ def match_channels(stylized: Image.Image, photo: Image.Image) -> Image.Image:
 # --- what the style transfer sees ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StylePreparation:
-    """How a colour mode changes the photo and the style images the network sees.
-
-    ``key`` names everything the prepared style depends on (the mode, the method
-    and the photo's rounded statistics): it joins the style-target cache key, so
-    style targets are reused only by photos with the same statistics.
-    """
-
-    key: list[Any]
-    content: Callable[[Image.Image], Image.Image]
-    style: Callable[[Image.Image], Image.Image]
-
-
 # Modes whose style targets depend on the photo: the network sees a prepared style (and photo).
 PREPARED_MODES = ("histogram", "luminance_transfer")
 # Measured against rgb/pca, rgb/cholesky (README, "Keeping the photo's colours"); lab/cholesky
@@ -262,7 +248,11 @@ HISTOGRAM_SPACE, HISTOGRAM_METHOD = "lab", "pca"
 
 
 def style_preparation(mode: str, photo: Image.Image) -> StylePreparation | None:
-    """What ``mode`` needs from the transfer for this photo (at its working size); None: nothing."""
+    """What ``mode`` needs from the transfer for this photo (at its working size); None: nothing.
+
+    The key names the mode, the method and the photo's rounded statistics: style
+    targets are reused only by photos with the same statistics.
+    """
     if mode == "histogram":
         colors = ColorStatistics.of(photo, HISTOGRAM_SPACE)
         return StylePreparation(
@@ -292,6 +282,15 @@ def preset_options() -> dict[str, tuple[Any, Any]]:
                                       "luminance_transfer | channels (README: Keeping the photo's colours)."),
         )
     }
+
+
+@hookimpl(specname="style_preparation")
+def preparation_for_preset(preset: Any) -> Callable[[Image.Image], StylePreparation] | None:
+    """The engine's question: for ``histogram`` and ``luminance_transfer``, how to prepare each photo and the style."""
+    mode = getattr(preset, "preserve_color", "none")
+    if mode not in PREPARED_MODES:
+        return None
+    return lambda photo: style_preparation(mode, photo)
 
 
 @hookimpl

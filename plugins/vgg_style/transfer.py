@@ -5,6 +5,10 @@ style images into tensors at the preset's sizes, computes the style targets once
 per style, and hands tensors to the engine, which does no file I/O. The hooks
 that call it live in ``plugins.vgg_style`` (the package), which imports this
 module, and so torch, only when a photo or a preset needs it.
+
+A colour mode that changes what the network sees (``preserve_color: histogram``)
+is another plugin's business: this module asks the ``style_preparation`` hook
+and imports no other plugin, so with ``color`` disabled it does no colour work.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import ctypes
 import gc
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import torch
 from PIL import Image
 
-from pipeline.context import JobContext, WorkerResources
+from pipeline.context import JobContext, StylePreparation, WorkerResources
 from pipeline.imageio import load_photo, resize_long_edge
 from pipeline.nst.engine import EngineSettings, Progress, initial_image, stylize as run_engine
 from pipeline.nst.layer_names import min_side
@@ -29,7 +34,6 @@ from pipeline.tensors import image_to_tensor, tensor_to_image
 from pipeline.hashing import stable_file_hash
 from pipeline.style_cache import Lookup, StyleTargetCache, targets_key
 from pipeline.weights import load_features, weights_identity
-from plugins.color import PREPARED_MODES, StylePreparation, style_preparation
 
 
 # Working memory of one optimisation (activations, gradients, up to 60 L-BFGS history pairs) per
@@ -71,6 +75,17 @@ def style_cache(resources: WorkerResources) -> StyleTargetCache:
         cache = StyleTargetCache(resources.config.state / "cache" / "style-targets")
         resources.cache["style-target-cache"] = cache
     return cache
+
+
+def style_preparer(resources: WorkerResources, preset: Any) -> Callable[[Image.Image], StylePreparation] | None:
+    """How the plugins (``color``) want each photo and the style prepared for this preset; None: as they are.
+
+    Asked through the ``style_preparation`` hook, which the plugin host hands the
+    worker's resources before ``prepare``; resources it never prepared have no plugins to ask.
+    """
+    if resources.hook is None:
+        return None
+    return resources.hook.style_preparation(preset=preset)
 
 
 def style_long_edge(preset: Any, content_long_edge: int) -> int:
@@ -163,8 +178,8 @@ def prepare(preset_name: str, preset: Any, resources: WorkerResources) -> None:
     """
     weights = objective_weights(preset)
     extractor = FeatureExtractor(network(resources), weights.layers)
-    if getattr(preset, "preserve_color", "none") in PREPARED_MODES:
-        return  # its style targets depend on each photo's colours
+    if style_preparer(resources, preset) is not None:
+        return  # its style targets depend on each photo (a colour mode: on its colours)
     limit = memory_limit_mb(resources)
     per_megapixel = MB_PER_MEGAPIXEL["fp32" if compute_dtype(preset.precision, resources.device) is None else "half"]
     if limit is not None and per_megapixel * (preset.size / 1e3) ** 2 > limit:
@@ -216,9 +231,9 @@ def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: i
     extractor = FeatureExtractor(network(ctx.resources), weights.layers)
     smallest = min_side(weights.layers)
     working = [resize_long_edge(image, size, smallest) for image in images]
-    # A colour mode may change what the network sees, per photo (plugins.color.style_preparation).
-    mode = getattr(preset, "preserve_color", "none")
-    preparations = [style_preparation(mode, image) for image in working]
+    # A colour mode may change what the network sees, per photo (the style_preparation hook).
+    preparer = style_preparer(ctx.resources, preset)
+    preparations = [None if preparer is None else preparer(image) for image in working]
     content = torch.cat([
         image_to_tensor(image if preparation is None else preparation.content(image), ctx.device)
         for image, preparation in zip(working, preparations, strict=True)

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     service_install = service_commands.add_parser("install", parents=[common], help="write a systemd unit")
     service_install.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user)")
     service_install.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
+    service_install.add_argument("--force", action="store_true",
+                                 help="write the unit even if it cannot work (a folder its sandbox hides, "
+                                      "weights its account cannot read); without it, exit 2 saying why")
 
     commands.add_parser("check", parents=[common], help="validate the config; exit 2 listing every problem")
     commands.add_parser("schema", parents=[common], help="print the config's JSON Schema")
@@ -140,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "service":
         from pipeline.commands.service import service_install
 
-        print(service_install(app, user=args.user, dry_run=args.dry_run))
+        print(service_install(app, user=args.user, dry_run=args.dry_run, force=args.force))
     elif args.command == "check":
         print(info.check(app))
     elif args.command == "plugins":

@@ -11,6 +11,12 @@ deliberately absent: it would hide the GPU. Every value goes through
 A system-wide unit written under ``sudo`` runs as the person who called sudo
 (``User=$SUDO_USER``), so it must use *their* weights cache, not root's: see
 :func:`service_account`.
+
+A unit that cannot work is refused (:class:`UnitRefused`, exit status 2) unless forced:
+a folder the sandbox hides (``PrivateTmp=yes`` hides ``/tmp`` and ``/var/tmp``,
+``ProtectHome=yes`` the home folders), or a torch cache (``TORCH_HOME``) or weights
+file the service's account cannot read. Those are :attr:`UnitPlan.problems`; what
+only may go wrong (weights to download at the first start) are its ``warnings``.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import getpass
 import os
 import pwd
 import shlex
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
+from pipeline.errors import PhotostyleError
 from pipeline.fileops import write_text_atomic
 from pipeline.unit_syntax import single_path, specifiers, word
 from pipeline.weights import TORCHVISION_FILE
@@ -66,9 +74,19 @@ class ServiceAccount:
     torch_home_reason: str
 
 
+class UnitRefused(PhotostyleError):
+    """``service install`` would write a unit that cannot work; ``--force`` writes it anyway."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class UnitPlan:
-    """Where the unit goes, the folders it needs, what to run afterwards, and what to tell the user."""
+    """Where the unit goes, the folders it needs, what to run afterwards, and what to tell the user.
+
+    ``problems`` say why the unit cannot work, each with its fix (install refuses it unless forced);
+    ``warnings`` are what may still go wrong.
+    """
 
     path: Path
     text: str
@@ -77,6 +95,7 @@ class UnitPlan:
     account: ServiceAccount
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -224,20 +243,90 @@ def render_unit(config: Any, config_path: Path, *, user: bool, account: ServiceA
     return "\n".join(lines)
 
 
-def _weights_notes(config: Any, account: ServiceAccount) -> list[str]:
-    """Whether the service account will find ImageNet weights in its cache."""
-    if config.model.weights != "torchvision":
-        return []
+def _groups(account: ServiceAccount) -> set[int]:
+    try:
+        return {account.gid, *os.getgrouplist(account.name, account.gid)}
+    except (KeyError, OSError):  # an account pwd does not know: its primary group only
+        return {account.gid}
+
+
+def _lacking(path: Path, account: ServiceAccount, wanted: str) -> str:
+    """The permissions of ``wanted`` (``r``, ``w``, ``x``) ``account`` lacks on ``path``, as a chmod
+    argument (``o+x``); empty when it has them all. From the mode bits: root lacks nothing."""
+    if account.uid == 0:
+        return ""
+    info = path.stat()
+    who, shift = ("u", 6) if info.st_uid == account.uid else ("g", 3) if info.st_gid in _groups(account) else ("o", 0)
+    missing = "".join(p for p, bit in zip("rwx", (4, 2, 1)) if p in wanted and not (info.st_mode >> shift) & bit)
+    return f"{who}+{missing}" if missing else ""
+
+
+def _blocked(path: Path, account: ServiceAccount, wanted: str) -> tuple[Path, str] | None:
+    """The first folder on the way to ``path`` that ``account`` cannot pass (``x``), else ``path`` itself if
+    it lacks ``wanted`` there: (where, the chmod argument that fixes it); None when nothing is in the way."""
+    path = path.resolve()
+    for folder in [*reversed(path.parents), path]:
+        lacking = _lacking(folder, account, wanted if folder == path else "x")
+        if lacking:
+            return folder, lacking
+    return None
+
+
+def _owner(path: Path) -> str:
+    uid = path.stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _cannot(account: ServiceAccount, what: str, found: tuple[Path, str], cache: Path | None = None) -> str:
+    """One line: who cannot do what, which folder or file is in the way, and how to fix it.
+
+    A folder of the torch ``cache`` (or the file in question) is opened up (``chmod``) or handed to the
+    account (``chown``, to write); for a folder above the cache, another cache is the better fix.
+    """
+    where, lacking = found
+    quoted = shlex.quote(str(where))
+    own = cache is None or _inside(where, cache.resolve())
+    if "w" in lacking and not own:
+        fix = f"set TORCH_HOME to a folder {account.name} can write (e.g. ~/.cache/torch) and install again"
+    else:
+        fix = "run " + (f"`sudo chown {shlex.quote(account.name)} {quoted}`" if "w" in lacking and "u" not in lacking
+                        else f"`chmod {lacking} {quoted}`")
+        if not own:
+            fix += ", or set TORCH_HOME to a folder it can read and install again"
+    mode = stat.filemode(where.stat().st_mode)
+    return f"{account.name}, whom the service runs as, cannot {what} ({where} is {mode}, owned by {_owner(where)}): {fix}"
+
+
+def _weights_checks(config: Any, account: ServiceAccount) -> tuple[list[str], list[str]]:
+    """(problems, warnings): whether the service's account can read the weights, or download them."""
+    weights = config.model.weights
+    if weights == "random":
+        return [], []
+    if weights != "torchvision":
+        source = Path(weights)
+        found = source.exists() and _blocked(source, account, "r")
+        return ([_cannot(account, f"read model.weights {source}", found)] if found else []), []
     cached = account.torch_home / "hub" / "checkpoints" / TORCHVISION_FILE
-    if not cached.is_file():
-        return [f"no VGG19 weights in {cached}: the service downloads them (548 MB) at its first start; offline, "
+    if cached.is_file():
+        found = _blocked(cached, account, "r")
+        what = f"read the VGG19 weights in its torch cache, {cached}"
+        return ([_cannot(account, what, found, account.torch_home)] if found else []), []
+    # Not cached: the service downloads them into hub/checkpoints/. install creates what is missing of hub/
+    # (for the account when root installs), so the account passes every folder down to the deepest one there
+    # is, and writes it when it is hub/ or below, or when it must create hub/ itself (it installs as itself).
+    hub = account.torch_home / "hub"
+    deepest = next(folder for folder in [hub / "checkpoints", *(hub / "checkpoints").parents] if folder.exists())
+    creates = _inside(deepest.absolute(), hub.absolute()) or account.uid == os.geteuid()
+    found = _blocked(deepest, account, "wx" if creates else "x")
+    if found:
+        what = f"download the VGG19 weights into its torch cache, TORCH_HOME={account.torch_home}"
+        return [_cannot(account, what, found, account.torch_home)], []
+    return [], [f"no VGG19 weights in {cached}: the service downloads them (548 MB) at its first start; offline, "
                 f"run `photostyle weights import FILE` as {account.name} first"
                 + (" (without sudo)" if account.uid != os.geteuid() else "")]
-    info = cached.stat()
-    bit = 0o400 if info.st_uid == account.uid else 0o040 if info.st_gid == account.gid else 0o004
-    if not info.st_mode & bit:
-        return [f"{cached} is not readable by {account.name}, whom the service runs as: `chmod 644 {cached}`"]
-    return []
 
 
 def plan_install(config: Any, config_path: Path, *, user: bool) -> UnitPlan:
@@ -259,9 +348,9 @@ def plan_install(config: Any, config_path: Path, *, user: bool) -> UnitPlan:
     writable = writable_folders(config, account.torch_home)
     needed = writable + read_paths(config, config_path)
     notes = [f"runs as {account.name}; TORCH_HOME={account.torch_home} ({account.torch_home_reason})"]
-    warnings = sandbox_warnings(needed, protect_home_value(needed), config_path.parent)
-    warnings += _weights_notes(config, account)
-    return UnitPlan(folder / UNIT_NAME, text, commands, writable, account, notes, warnings)
+    problems, warnings = _weights_checks(config, account)
+    problems[:0] = sandbox_warnings(needed, protect_home_value(needed), config_path.parent)
+    return UnitPlan(folder / UNIT_NAME, text, commands, writable, account, notes, warnings, problems)
 
 
 def _make_folder(folder: Path, account: ServiceAccount) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_config
+from conftest import run_cli, write_config
 from pipeline.app import load_app
 from pipeline.cli import main
 from pipeline.nst.layers import init_like_torchvision, vgg19_features
@@ -244,6 +244,102 @@ def test_install_warns_when_the_project_is_under_tmp(capsys) -> None:
         assert "[Service]" in printed.out and "warning" not in printed.out, "the unit on stdout stays a unit"
     finally:
         shutil.rmtree(project)
+
+
+@pytest.fixture
+def tmp_project():
+    """A folder under /tmp itself (pytest's own is too, but inside a folder only its owner may enter)."""
+    project = Path(tempfile.mkdtemp(prefix="photostyle-test-", dir="/tmp"))
+    project.chmod(0o755)
+    yield project
+    shutil.rmtree(project)
+
+
+def test_install_refuses_a_unit_whose_folders_private_tmp_hides_and_force_writes_it(tmp_project: Path, monkeypatch,
+                                                                                       capsys) -> None:
+    """Seen: with the project under /tmp, install wrote a unit that could not start and exited 0."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_project / "xdg"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_project / "torch"))
+    config = write_config(tmp_project / "p")
+    unit = tmp_project / "xdg" / "systemd" / "user" / "photostyle.service"
+    assert main(["service", "install", "--user", "-c", str(config)]) == 2
+    printed = capsys.readouterr()
+    [line] = printed.err.splitlines()
+    assert line.startswith(f"error: not writing {unit}") and "PrivateTmp=yes" in line and str(config.parent) in line
+    assert re.search("move (it|them) elsewhere", line) and "--force" in line, "the fix, and the way round it"
+    assert printed.out == "" and not unit.exists() and not (config.parent / "inbox").exists()
+
+    assert main(["service", "install", "--user", "--force", "-c", str(config)]) == 0
+    printed = capsys.readouterr()
+    assert unit.is_file() and "PrivateTmp=yes" in unit.read_text() and (config.parent / "inbox").is_dir()
+    assert any(w.startswith("warning: ") and "PrivateTmp=yes" in w for w in printed.err.splitlines())
+    assert printed.out.startswith(f"wrote {unit}")
+
+
+def test_dry_run_says_why_a_unit_cannot_work_before_the_unit(tmp_project: Path) -> None:
+    """Seen: the one warning scrolled by above a 40-line unit (``--dry-run | less`` showed only the unit)."""
+    config = write_config(tmp_project / "p")
+    env = {"XDG_CONFIG_HOME": str(tmp_project / "xdg"), "TORCH_HOME": str(tmp_project / "torch")}
+    alone = run_cli("service", "install", "--user", "--dry-run", "-c", config, env=env)
+    assert alone.returncode == 0, alone.stderr
+    lines = alone.stdout.splitlines()
+    why = [i for i, line in enumerate(lines) if line.startswith("# cannot work") and "PrivateTmp=yes" in line]
+    assert why and why[0] < lines.index("[Unit]"), alone.stdout
+    assert "--force" in lines[why[0]] and not (tmp_project / "xdg").exists()
+    merged = subprocess.run([sys.executable, "-m", "pipeline", "service", "install", "--user", "--dry-run",
+                             "-c", str(config)], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=120)
+    lines = merged.stdout.splitlines()
+    warning = next(i for i, line in enumerate(lines) if line.startswith("warning: ") and "PrivateTmp=yes" in line)
+    assert warning < lines.index("[Unit]"), merged.stdout
+
+
+NOBODY = 65534
+
+
+def _as_nobody(monkeypatch, torch_home: Path) -> None:
+    """The service runs as another account (a system unit under sudo) with this torch cache."""
+    account = ServiceAccount("nobody", NOBODY, NOBODY, Path("/nonexistent"), torch_home, "test")
+    monkeypatch.setattr("pipeline.service.service_account", lambda *, user: account)
+
+
+def _torch_problems(plan) -> list[str]:
+    return [problem for problem in plan.problems if "nobody, whom the service runs as" in problem]
+
+
+def test_a_torch_cache_the_service_account_cannot_read_is_refused(tmp_project: Path, monkeypatch, capsys,
+                                                                  vgg19_file: Path) -> None:
+    torch_home = tmp_project / "torch"
+    _as_nobody(monkeypatch, torch_home)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_project / "xdg"))
+    app = load_app(write_config(tmp_project / "p", extra={"model": {"weights": "torchvision"}}))
+    cached = torch_home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(vgg19_file, cached)
+    for folder in (torch_home, torch_home / "hub", cached.parent):
+        folder.chmod(0o755)
+    cached.chmod(0o644)
+    assert _torch_problems(plan_install(app.config, app.config_path, user=False)) == []
+
+    torch_home.chmod(0o700)  # only its owner may enter
+    [problem] = _torch_problems(plan_install(app.config, app.config_path, user=False))
+    assert str(cached) in problem and f"`chmod o+x {torch_home}`" in problem, problem
+    assert main(["service", "install", "-c", str(app.config_path)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: not writing") and problem in line
+
+    torch_home.chmod(0o755)
+    cached.chmod(0o600)  # e.g. saved by root with a strict umask
+    [problem] = _torch_problems(plan_install(app.config, app.config_path, user=False))
+    assert f"`chmod o+r {cached}`" in problem, problem
+
+    cached.unlink()  # not cached: the service must be able to download them into checkpoints/
+    cached.parent.chmod(0o755)
+    [problem] = _torch_problems(plan_install(app.config, app.config_path, user=False))
+    assert "download" in problem and f"`sudo chown nobody {cached.parent}`" in problem, problem
+    cached.parent.chmod(0o777)
+    plan = plan_install(app.config, app.config_path, user=False)
+    assert _torch_problems(plan) == [] and any("downloads them (548 MB)" in w for w in plan.warnings)
 
 
 def test_warnings_name_paths_the_sandbox_hides() -> None:

@@ -288,7 +288,8 @@ def load_plugins(options: PluginOptions, *, entry_points: bool = True) -> Plugin
     for name in options.disabled:
         host.pm.set_blocked(name)
     for name in BUILTIN_PLUGINS:
-        host.register(importlib.import_module(f"plugins.{name}"), name, "built-in")
+        if not host.pm.is_blocked(name):  # a disabled built-in is not even imported
+            host.register(importlib.import_module(f"plugins.{name}"), name, "built-in")
     if entry_points:
         try:
             host.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)

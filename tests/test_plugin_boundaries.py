@@ -264,3 +264,24 @@ def test_a_plugin_prepares_what_the_network_sees_through_the_hook(make_config, t
     assert record["style_targets"]["source"] == "computed"  # per photo: nothing warmed in advance
     events = log.read_text().splitlines()
     assert "content 32x24" in events and any(event.startswith("style ") for event in events)
+
+
+def test_no_plugin_imports_another() -> None:
+    """Each built-in plugin (a module or a package under ``plugins/``) imports only the core and itself."""
+    import ast
+
+    plugins = REPO / "plugins"
+    names = {path.stem for path in plugins.glob("*.py") if path.stem != "__init__"}
+    names |= {path.name for path in plugins.iterdir() if (path / "__init__.py").is_file()}
+    crossings = []
+    for name in sorted(names):
+        files = [plugins / f"{name}.py"] if (plugins / f"{name}.py").is_file() else sorted((plugins / name).rglob("*.py"))
+        for path in files:
+            for node in ast.walk(ast.parse(path.read_text())):
+                modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                           else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                for module in modules:
+                    parts = module.split(".")
+                    if parts[0] == "plugins" and len(parts) > 1 and parts[1] != name:
+                        crossings.append(f"{path.relative_to(REPO)} imports {module}")
+    assert crossings == []

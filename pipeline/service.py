@@ -297,7 +297,8 @@ def _cannot(account: ServiceAccount, what: str, found: tuple[Path, str], cache: 
         if not own:
             fix += ", or set TORCH_HOME to a folder it can read and install again"
     mode = stat.filemode(where.stat().st_mode)
-    return f"{account.name}, whom the service runs as, cannot {what} ({where} is {mode}, owned by {_owner(where)}): {fix}"
+    owner = _owner(where)
+    return f"{account.name}, whom the service runs as, cannot {what} ({where} is {mode}, owned by {owner}): {fix}"
 
 
 def _weights_checks(config: Any, account: ServiceAccount) -> tuple[list[str], list[str]]:

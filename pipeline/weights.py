@@ -5,7 +5,13 @@ this module is the file-reading side. ImageNet weights come through torchvision'
 own download and cache (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``), so a
 machine that already has them needs nothing else. Offline machines import a file
 once with ``photostyle weights import FILE``, which validates it and places it in
-that same cache.
+that same cache. Without any, ``model.weights: random`` still runs everything else
+(folders, gallery, plugins); the pictures are not art.
+
+torchvision is imported only to download the ImageNet file. A torch and torchvision
+that were not built for each other fail right there (``operator torchvision::nms does
+not exist``); :func:`torchvision_weights` says so, with both versions, read from the
+installed packages' metadata since torchvision itself cannot be imported.
 
 Start-up: the classifier is 500 of the file's 548 MB, and unpickling it all took
 2.3 s here. So the first load keeps a trimmed copy of the ``features.*`` tensors
@@ -21,7 +27,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import shlex
+import sys
 import tempfile
+from importlib import metadata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +53,11 @@ RANDOM_SEED = 0
 HOW_TO_FIX = (
     "run `photostyle weights import FILE` with a torchvision VGG19 state dict (.pth or .safetensors), "
     "or set model.weights in the config to such a file; `photostyle weights status` shows what is cached"
+)
+#: Added where the weights are missing: the rest of photostyle can be tried without them.
+TRY_WITHOUT = (
+    "to try the daemon, the folders, the gallery and plugins without them, set `model.weights: random` "
+    "in the config (the pictures will not be art)"
 )
 
 
@@ -96,15 +111,69 @@ def features_state_dict(state: Mapping[str, torch.Tensor], source: str) -> dict[
     return out
 
 
-def _download_torchvision() -> Mapping[str, torch.Tensor]:
-    from torchvision.models import VGG19_Weights
-
+def _version(package: str) -> str:
     try:
-        return VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:2])
+
+
+def _paired(torch_version: str, torchvision_version: str) -> bool | None:
+    """Whether these releases are built for each other: torch 2.m goes with torchvision 0.(m+15), torch 1.m
+    with 0.(m+1), and both must be the same build (``+cpu``, ``+cu124``, or PyPI's with none). None: unknown."""
+    torch_release, vision_release = _release(torch_version), _release(torchvision_version)
+    if len(vision_release) < 2:
+        return False  # not installed
+    if len(torch_release) < 2 or torch_release[0] not in (1, 2):
+        return None
+    major, minor = torch_release
+    expected = (0, minor + 15) if major == 2 else (0, minor + 1)
+    return vision_release == expected and torchvision_version.partition("+")[2] == torch_version.partition("+")[2]
+
+
+def _reinstall_command(torch_version: str) -> str:
+    """``pip install`` of both from the index this torch build comes from (its ``+cpu``/``+cuXXX`` tag)."""
+    local = torch_version.partition("+")[2]
+    built_for = re.fullmatch(r"cpu|cu\d+|rocm[\d.]+", local)
+    index = f" --index-url https://download.pytorch.org/whl/{local}" if built_for else ""
+    return f"{shlex.quote(sys.executable)} -m pip install --force-reinstall torch torchvision{index}"
+
+
+def torchvision_mismatch(error: BaseException) -> str:
+    """One line for a torchvision that cannot be imported: both versions and how to make them a pair."""
+    torch_version, vision_version = _version("torch"), _version("torchvision")
+    if isinstance(error, ModuleNotFoundError) and error.name == "torchvision":
+        return (f"torchvision is not installed (torch {torch_version} is), and it downloads the ImageNet weights: "
+                f"install it from the index torch came from (`{_reinstall_command(torch_version)}`); {HOW_TO_FIX}")
+    # torchvision::nms and friends: its compiled operators did not load into this torch, whatever the numbers say
+    mismatch = _paired(torch_version, vision_version) is False or "torchvision::" in str(error)
+    what = (f"the installed torch {torch_version} and torchvision {vision_version} don't match" if mismatch else
+            f"torchvision {vision_version} cannot be imported with torch {torch_version}")
+    return (f"{what} (importing torchvision: {_brief(error)}); reinstall both from the same index: "
+            f"`{_reinstall_command(torch_version)}`")
+
+
+def torchvision_weights() -> type:
+    """torchvision's ``VGG19_Weights``; a torchvision that cannot be imported is a :class:`WeightsError`."""
+    try:
+        from torchvision.models import VGG19_Weights
+    except Exception as exc:  # RuntimeError (torchvision::nms), ImportError, OSError (a symbol), AttributeError
+        raise WeightsError(torchvision_mismatch(exc)) from None
+    return VGG19_Weights
+
+
+def _download_torchvision() -> Mapping[str, torch.Tensor]:
+    weights = torchvision_weights()
+    try:
+        return weights.IMAGENET1K_V1.get_state_dict(progress=True)
     except Exception as exc:  # offline, proxy, disk full: all end the same way
         raise WeightsError(
             f"ImageNet VGG19 weights are not cached at {cache_path()} and could not be downloaded "
-            f"({_brief(exc)}); {HOW_TO_FIX}"
+            f"({_brief(exc)}); {HOW_TO_FIX}; {TRY_WITHOUT}"
         ) from None
 
 
@@ -203,7 +272,7 @@ def load_features(weights: str, pooling: str = "max") -> nn.Sequential:
         if not source.is_file():
             _download_torchvision()  # torchvision saves it at cache_path()
             if not source.is_file():
-                raise WeightsError(f"ImageNet VGG19 weights are not cached at {source}; {HOW_TO_FIX}")
+                raise WeightsError(f"ImageNet VGG19 weights are not cached at {source}; {HOW_TO_FIX}; {TRY_WITHOUT}")
     else:
         source = Path(weights)
     state = _features_from(source)
@@ -294,7 +363,7 @@ class WeightsStatus:
         label = "torchvision VGG19 weights" if self.weights == "torchvision" else "VGG19 weights (model.weights)"
         if not self.present:
             if self.weights == "torchvision":
-                return f"{label}: not cached (expected at {self.path}); {STATUS_HOW_TO_FIX}"
+                return f"{label}: not cached (expected at {self.path}); {STATUS_HOW_TO_FIX}; {TRY_WITHOUT}"
             return f"{label}: {self.path}: file not found; set model.weights to a VGG19 state dict"
         if self.problem:
             return f"{label}: {self.path}: unusable: {self.problem}; {STATUS_HOW_TO_FIX}"

@@ -20,6 +20,7 @@ import pytest
 from conftest import REPO, run_cli, write_text
 from pipeline.app import load_app
 from pipeline.cli import main
+from pipeline import hookimpl
 from pipeline.errors import PluginError, WeightsError
 from pipeline.worker import Worker
 
@@ -285,3 +286,44 @@ def test_no_plugin_imports_another() -> None:
                     if parts[0] == "plugins" and len(parts) > 1 and parts[1] != name:
                         crossings.append(f"{path.relative_to(REPO)} imports {module}")
     assert crossings == []
+
+
+class Mailer:
+    """A plugin written as a class: two instances share the code of their hook implementations."""
+
+    def __init__(self, name: str, told: list[str], down: bool = False) -> None:
+        self.name, self.told, self.down = name, told, down
+
+    @hookimpl
+    def job_failed(self, ctx, error):
+        if self.down:
+            raise ConnectionError(f"{self.name} is down")
+        self.told.append(self.name)
+
+
+def test_a_failure_is_traced_to_the_instance_that_raised(caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.plugin_host import PluginHost
+
+    host = PluginHost()
+    told: list[str] = []
+    for name, down in (("office", False), ("home", True), ("phone", False)):
+        host.register(Mailer(name, told, down), name, "test")
+    with caplog.at_level(logging.WARNING):
+        host.notify("job_failed", fatal=False, ctx=None, error="boom")
+    assert told == ["phone", "office"]
+    assert "job_failed stage (plugin 'home') failed: ConnectionError: home is down" in caplog.text
+
+
+def test_a_notification_asking_to_stop_is_not_swallowed() -> None:
+    from pipeline.errors import Cancelled
+    from pipeline.plugin_host import PluginHost
+
+    class Stopper:
+        @hookimpl
+        def job_finished(self, ctx, result):
+            raise Cancelled("shutting down")
+
+    host = PluginHost()
+    host.register(Stopper(), "stopper", "test")
+    with pytest.raises(Cancelled):
+        host.notify("job_finished", fatal=False, ctx=None, result=None)

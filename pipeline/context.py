@@ -37,8 +37,8 @@ class WorkerResources:
     cache: dict[Any, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("photostyle"))
     #: The plugins' hooks (pluggy's ``pm.hook``), so one plugin can ask the others without importing
-    #: them: ``resources.hook.style_preparation(preset=...)``. Set by the plugin host before it
-    #: calls ``prepare`` on this worker, which it does before the worker's first photo of a preset.
+    #: them: ``resources.hook.style_preparation(preset=...)``. The worker sets it when it is made
+    #: (and the plugin host again before ``prepare``, for resources made elsewhere).
     hook: Any = None
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from pipeline.errors import PhotostyleError
 from pipeline.fileops import write_text_atomic
 from pipeline.unit_syntax import single_path, specifiers, word
-from pipeline.weights import TORCHVISION_FILE
+from pipeline.weights_names import TORCHVISION_FILE
 
 UNIT_NAME = "photostyle.service"
 HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))

@@ -42,11 +42,10 @@ from torch import nn
 from pipeline.errors import WeightsError
 from pipeline.hashing import stable_file_hash
 from pipeline.nst.layers import init_like_torchvision, vgg19_features
+from pipeline.weights_names import TORCHVISION_FILE  # the suffix is its SHA-256 prefix
 
 log = logging.getLogger(__name__)
 
-#: The file name torchvision gives ImageNet VGG19 weights (the suffix is its SHA-256 prefix).
-TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 OFFICIAL_SHA256_PREFIX = "dcbb9e9d"
 RANDOM_SEED = 0
 

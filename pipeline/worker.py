@@ -32,7 +32,8 @@ class Worker:
     def __init__(self, app: App, cache: dict | None = None) -> None:
         """``cache`` carries loaded models over from a previous worker (a config reload)."""
         self.app = app
-        self.resources = WorkerResources(config=app.config, device=resolve_device(app.config.device))
+        self.resources = WorkerResources(config=app.config, device=resolve_device(app.config.device),
+                                         hook=app.host.pm.hook)
         if cache is not None:
             self.resources.cache = cache
         self._prepared: set[str] = set()

@@ -429,7 +429,7 @@ def test_service_unit_dry_run_and_user_install(tmp_path: Path, capsys: pytest.Ca
 
     home = tmp_path / "xdg"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
-    assert main(["service", "install", "--user", "-c", str(config)]) == 0
+    assert main(["service", "install", "--user", "--force", "-c", str(config)]) == 0  # tmp_path is under /tmp
     installed = capsys.readouterr().out
     unit_file = home / "systemd" / "user" / "photostyle.service"
     assert "WantedBy=default.target" in unit_file.read_text()

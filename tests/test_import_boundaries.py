@@ -18,7 +18,7 @@ TORCH = {"torch", "torchvision"}
 TORCH_ALLOWED = ("pipeline.nst", "pipeline.weights", "pipeline.style_cache", "pipeline.device", "pipeline.tensors",
                  "plugins.vgg_style")
 # Modules that everything below the app may import: they import only the standard library and these.
-LIGHT = {"pipeline.executor_protocol": {"pipeline.errors"}, "pipeline.hashing": set(), "pipeline.state_files": set(),
+LIGHT = {"pipeline.executor_protocol": {"pipeline.errors"}, "pipeline.hashing": set(), "pipeline.state_files": set(), "pipeline.weights_names": set(),
          "pipeline.errors": set()}
 
 
@@ -133,3 +133,15 @@ def test_the_light_modules_import_only_the_standard_library_and_each_other() -> 
 
 def test_a_cycle_is_seen_when_there_is_one() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_service_install_reaches_no_torch_importer() -> None:
+    """``service install`` runs in a fresh interpreter on a machine that may be slow to import torch (3 s)."""
+    edges, external = _graph()
+    seen, todo = set(), ["pipeline.service"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(edges[name])
+    assert [name for name in sorted(seen) if external[name] & TORCH] == []

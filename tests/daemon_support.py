@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,21 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait(timeout=30)
         self._log.close()
+
+
+@dataclass
+class SharedDaemon:
+    """One daemon that several tests share, each in its own preset's folders (starting one costs seconds)."""
+
+    daemon: DaemonProcess
+    root: Path
+
+    def inbox(self, preset: str) -> Path:
+        return self.root / "inbox" / preset
+
+    def release(self, name: str) -> None:
+        """End the slow job of photo ``name`` (slow* photos are held until then)."""
+        release(self.root / "release", name)
 
 
 def files_under(folder: Path, pattern: str = "*") -> list[Path]:

@@ -12,7 +12,6 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import yaml
 from PIL import Image
 
 from conftest import one_scale, synthetic_photo
-from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg_bytes, release, wait_for
+from daemon_support import DaemonProcess, SharedDaemon, daemon_config, drop, files_under, jpeg_bytes, wait_for
 from pipeline.cli import main
 
 
@@ -36,19 +35,6 @@ def ledger_rows(config_dir: Path) -> list[tuple[str, str, str]]:
 # log entries about its own inbox folder. The others start their own: they need a config, signals or a
 # start of their own.
 SHARED_PRESETS = ("writes", "bad", "replaced", "blocked")
-
-
-@dataclass
-class SharedDaemon:
-    daemon: DaemonProcess
-    root: Path
-
-    def inbox(self, preset: str) -> Path:
-        return self.root / "inbox" / preset
-
-    def release(self, name: str) -> None:
-        """End the slow job of photo ``name`` (slow* photos are held until then)."""
-        release(self.root / "release", name)
 
 
 @pytest.fixture(scope="module")

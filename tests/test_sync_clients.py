@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from conftest import REPO, one_scale
-from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg_bytes, release, wait_for
+from daemon_support import DaemonProcess, SharedDaemon, daemon_config, drop, files_under, jpeg_bytes, wait_for
 from pipeline.completeness import ZERO_RUN, ZeroRunFinder, first_hole, incomplete_reason
 from pipeline.sidecar import read_sidecar
 
@@ -45,18 +44,6 @@ def noisy_jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class Watched:
-    daemon: DaemonProcess
-    root: Path
-
-    def inbox(self, preset: str) -> Path:
-        return self.root / "inbox" / preset
-
-    def release(self, name: str) -> None:
-        release(self.root / "release", name)
-
-
 def _config(folder: Path, poll: bool) -> Path:
     presets = {name: {"style": "style.png", "size": 24, "iterations": 2, "schedule": one_scale()}
                for name in ("tiny", *PRESETS)}
@@ -68,21 +55,21 @@ def _config(folder: Path, poll: bool) -> Path:
     return config
 
 
-def _watched(folder: Path, poll: bool) -> Iterator[Watched]:
+def _watched(folder: Path, poll: bool) -> Iterator[SharedDaemon]:
     config = _config(folder, poll)
     held = config.parent / "release"
     with DaemonProcess(config, env={"PHOTOSTYLE_TEST_SLOW": "300", "PHOTOSTYLE_TEST_RELEASE": str(held)}) as daemon:
         daemon.wait_ready()
-        yield Watched(daemon, config.parent)
+        yield SharedDaemon(daemon, config.parent)
 
 
 @pytest.fixture(scope="module")
-def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDaemon]:
     yield from _watched(tmp_path_factory.mktemp("sync") / "p", poll=False)
 
 
 @pytest.fixture(scope="module")
-def polled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
+def polled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDaemon]:
     yield from _watched(tmp_path_factory.mktemp("poll") / "p", poll=True)
 
 
@@ -97,7 +84,7 @@ def _results(root: Path, preset: str) -> list[Path]:
 # -- 1. a photo replaced while its old version renders --------------------------------------------------
 
 
-def test_a_photo_replaced_by_rename_while_it_renders_is_done_in_both_versions(watched: Watched) -> None:
+def test_a_photo_replaced_by_rename_while_it_renders_is_done_in_both_versions(watched: SharedDaemon) -> None:
     inbox, v1, v2 = watched.inbox("replaced"), noisy_jpeg(1), noisy_jpeg(2)
     photo = drop(inbox / "slow_x.jpg", v1)
     watched.daemon.wait_msg("started", under=inbox)
@@ -115,7 +102,7 @@ def test_a_photo_replaced_by_rename_while_it_renders_is_done_in_both_versions(wa
                                    "moved and the new version is taken as new work", under=inbox)
 
 
-def test_a_photo_rewritten_in_place_while_it_renders_is_done_again(watched: Watched) -> None:
+def test_a_photo_rewritten_in_place_while_it_renders_is_done_again(watched: SharedDaemon) -> None:
     inbox, v1, v2 = watched.inbox("inplace"), noisy_jpeg(3), noisy_jpeg(4)
     photo = drop(inbox / "slow_y.jpg", v1)
     watched.daemon.wait_msg("started", under=inbox)
@@ -146,7 +133,7 @@ def _finish(path: Path, data: bytes) -> None:
         handle.write(data[len(data) // 2:])
 
 
-def _stall_then_finish(where: Watched, preset: str) -> None:
+def _stall_then_finish(where: SharedDaemon, preset: str) -> None:
     inbox, data = where.inbox(preset), noisy_jpeg(5)
     photo = inbox / "multi.jpg"
     _presized_writer(photo, data)  # closed between chunks: inotify's close-write says "finished"
@@ -160,18 +147,18 @@ def _stall_then_finish(where: Watched, preset: str) -> None:
     assert len(_results(where.root, preset)) == 1
 
 
-def test_a_presized_file_stalled_halfway_waits_for_its_writer_under_inotify(watched: Watched) -> None:
+def test_a_presized_file_stalled_halfway_waits_for_its_writer_under_inotify(watched: SharedDaemon) -> None:
     _stall_then_finish(watched, "presized")
 
 
-def test_a_presized_file_stalled_halfway_waits_for_its_writer_when_polling(polled: Watched) -> None:
+def test_a_presized_file_stalled_halfway_waits_for_its_writer_when_polling(polled: SharedDaemon) -> None:
     _stall_then_finish(polled, "presized")
 
 
 # -- 3. sync clients' own dot-folders --------------------------------------------------------------------
 
 
-def test_files_in_dot_folders_are_never_taken_and_rsync_delay_updates_completes(watched: Watched) -> None:
+def test_files_in_dot_folders_are_never_taken_and_rsync_delay_updates_completes(watched: SharedDaemon) -> None:
     inbox = watched.inbox("dots")
     clients = [inbox / ".stversions" / "old~20261206.jpg", inbox / ".rsync-partial" / "part.jpg",
                watched.root / "inbox" / ".dropbox.cache" / "c.jpg", inbox / ".stfolder" / "d.jpg"]
@@ -208,7 +195,7 @@ class _Seen(FileSystemEventHandler):
             self.names.append((event.event_type, str(path), size))
 
 
-def test_the_outbox_only_ever_shows_finished_files(watched: Watched) -> None:
+def test_the_outbox_only_ever_shows_finished_files(watched: SharedDaemon) -> None:
     outbox = watched.root / "outbox"
     seen, observer = _Seen(), Observer()
     observer.schedule(seen, str(outbox), recursive=True)
@@ -233,7 +220,7 @@ def test_the_outbox_only_ever_shows_finished_files(watched: Watched) -> None:
 # -- 5. the layouts that keep originals safe ---------------------------------------------------------------
 
 
-def test_a_photo_sent_again_by_a_one_way_job_is_not_filed_twice(watched: Watched) -> None:
+def test_a_photo_sent_again_by_a_one_way_job_is_not_filed_twice(watched: SharedDaemon) -> None:
     inbox, data = watched.inbox("resend"), jpeg_bytes(70)
     drop(inbox / "again.jpg", data)
     watched.daemon.wait_msg("moved to processed", under=inbox)
@@ -291,7 +278,7 @@ def test_after_keep_in_a_synced_inbox_leaves_the_original_and_does_not_redo_it(t
 # -- 6. smaller points --------------------------------------------------------------------------------------
 
 
-def test_the_same_photo_under_two_names_at_once_does_not_wait_for_the_rescan(watched: Watched) -> None:
+def test_the_same_photo_under_two_names_at_once_does_not_wait_for_the_rescan(watched: SharedDaemon) -> None:
     inbox, data = watched.inbox("same"), jpeg_bytes(90)
     drop(inbox / "slow_a.jpg", data)
     watched.daemon.wait_msg("started", under=inbox)
@@ -306,7 +293,7 @@ def test_the_same_photo_under_two_names_at_once_does_not_wait_for_the_rescan(wat
 # -- issue 17 item 6: hard links ----------------------------------------------------------------------------
 
 
-def test_a_hard_link_to_a_private_file_is_failed_unread_and_never_linked_again(watched: Watched,
+def test_a_hard_link_to_a_private_file_is_failed_unread_and_never_linked_again(watched: SharedDaemon,
                                                                                tmp_path: Path) -> None:
     private = tmp_path / "private.jpg"
     private.write_bytes(jpeg_bytes(95))
@@ -377,7 +364,7 @@ def test_a_partial_copy_failed_after_the_grace_gets_a_true_note_once_the_photo_i
 
 @needs_rsync
 def test_real_rsync_delivers_with_delay_updates_and_copies_the_outbox_out_without_temp_files(
-        watched: Watched, tmp_path: Path) -> None:
+        watched: SharedDaemon, tmp_path: Path) -> None:
     source, copy = tmp_path / "phone", tmp_path / "copy"
     source.mkdir()
     for index in range(4):

@@ -49,3 +49,11 @@ def test_the_readme_opens_with_the_pictures_and_they_stay_small() -> None:
     assert len(pictures) >= 7  # the photo, six styles, one with the photo's colours
     total = sum((REPO / picture).stat().st_size for picture in pictures)
     assert total <= FIGURES_MAX_BYTES, f"{total} bytes of pictures"
+
+
+def test_where_things_live_names_every_module_of_the_core() -> None:
+    section = README.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    core = REPO / "pipeline"
+    modules = {path.name for path in core.glob("*.py") if path.name not in ("__init__.py", "__main__.py")}
+    packages = {f"{path.name}/" for path in core.iterdir() if (path / "__init__.py").is_file()}
+    assert sorted(name for name in modules | packages if f"`{name}`" not in section) == []

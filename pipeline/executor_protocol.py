@@ -116,3 +116,8 @@ class Executor(ABC):
     def condition(self) -> str | None:
         """Why no photo can run now (e.g. waiting for a cluster), for ``systemctl status``; None when fine."""
         return None
+
+    def healthy(self) -> bool:
+        """Whether photos can run now, or the executor is visibly reconnecting (the daemon pings systemd's
+        watchdog only then, so a stuck executor gets the service restarted)."""
+        return True

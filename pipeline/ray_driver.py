@@ -11,19 +11,38 @@ The coordinator and the driver exchange pickled tuples over a socket pair
 
 - coordinator to driver: ``("submit", batch_id, requests)``, ``("reload", spec)``,
   ``("abandon",)``, ``("shutdown",)``, after a first :class:`DriverSettings`;
-- driver to coordinator: ``("unreachable", reason)``, ``("note", text)``,
-  ``("fatal", error)``, ``("ready", summary)``, ``("done", batch_id, outcomes, worker)``,
-  ``("workers", [state, ...])``.
+- driver to coordinator: ``("unreachable", reason)``, ``("refused", reason)``,
+  ``("note", text)``, ``("fatal", error)``, ``("ready", summary)``, ``("alive",)``,
+  ``("lost", reason)``, ``("done", batch_id, outcomes, worker)``, ``("workers", [state, ...])``.
+
+The heartbeat: once connected, the driver asks the cluster every
+``HEARTBEAT_SECONDS`` which nodes are alive (a round trip to the head's GCS)
+and says ``("alive",)`` when its own node is among them. A driver whose node is
+no longer a member (the head was restarted: Ray's client quietly reconnects to
+the new GCS, whose cluster knows neither this driver nor its actors) or whose
+cluster has not answered for ``LOST_SECONDS`` says ``("lost", reason)`` and
+exits; the coordinator starts a new one, and kills one whose heartbeats stop
+(:mod:`pipeline.ray_executor`).
 
 The driver picks the worker for each submission (the least loaded, a healthy one
 first), so a batch of one preset goes to one actor; the coordinator keeps at most
 ``workers × max_in_flight`` submissions here. A render call that fails because
 its actor died comes back as :class:`~pipeline.executor.WorkerLost` for each
 photo, and the actor is restarted by Ray, or replaced when it is gone for good.
+That is reported only once the cluster has answered after the death (and, when
+the worker's node is gone too, still answers ``NODE_CONFIRM_SECONDS`` later):
+when the whole cluster goes away (a head stopped or restarted), its actors die
+first, and a lost cluster must cost no photo an attempt. Those photos stay with
+the coordinator, which sends them to the next driver.
+
+An ``InvalidAuthToken`` answer (a token file that is not the cluster's) is one
+``("refused", reason)`` naming where the token came from; the driver then
+exits, so the next one reads the token afresh.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -48,6 +67,11 @@ START_NOTE_SECONDS = 30.0
 MAX_RETRY_SECONDS = 60.0
 PROBE_TIMEOUT = 5.0
 EXIT_GRACE_SECONDS = 15.0
+HEARTBEAT_SECONDS = 2.0  # how often the driver asks the cluster whether its node is still a live member
+LOST_SECONDS = 20.0  # no answer from the cluster for this long: it is lost, and the driver ends
+CONFIRM_SECONDS = 0.5  # a worker's death is blamed on its photo only if the cluster answers this much later...
+NODE_CONFIRM_SECONDS = 10.0  # ...or, when the worker's node is gone as well, still answers this much later
+EXIT_LOST = 75  # the driver's exit status after ("lost", reason) or ("refused", reason)
 MAX_REDISPATCH = 5  # a call that keeps failing without ever running is blamed after all
 RAY_MISSING = "install the extra: pip install -e '.[ray]'"
 
@@ -91,6 +115,7 @@ class Slot:
     last_error: str | None = None
     progress_ref: Any = None
     check_ref: Any = None
+    node_id: str | None = None
 
     @property
     def name(self) -> str:
@@ -151,6 +176,11 @@ class Driver:
         self.abandoned = False
         self.gpus = 0.0
         self._sent_states: list[dict[str, Any]] | None = None
+        self.node_id: str | None = None  # this driver's Ray node, which the heartbeat looks for
+        self.beat_lock = threading.Condition()
+        self.beat: tuple[float, set[str]] | None = None  # when the last answered heartbeat started, live nodes
+        self.lost: str | None = None
+        self.poke = threading.Event()  # a heartbeat now, please
 
     def send(self, *message: Any) -> None:
         with self.send_lock:
@@ -240,21 +270,25 @@ class Driver:
         try:
             outcomes = self.ray.get(batch.ref)
         except Exception as exc:  # RayActorError (killed, node lost, restarting), or a system error
+            failed_at = time.monotonic()
             with self.lock:
                 was_running = next(iter(slot.in_flight), None) == batch.batch_id and not batch.orphaned
                 del slot.in_flight[batch.batch_id]
                 slot.healthy = False  # checked, and replaced if gone for good, by the status loop
-                if was_running or batch.redispatched >= MAX_REDISPATCH:
-                    for other in slot.in_flight.values():
-                        other.orphaned = True
-                    reason = f"{slot.name} on {slot.node} died with the photo in flight ({brief(exc)})"
-                    slot.failed += count
-                    slot.last_error = reason
-                else:
+                if not was_running and batch.redispatched < MAX_REDISPATCH:
                     batch.redispatched += 1
                     batch.orphaned = False
                     self._dispatch(batch)
                     return
+                for other in slot.in_flight.values():
+                    other.orphaned = True
+                node_id = slot.node_id
+            if not self._worker_to_blame(failed_at, node_id):
+                return  # the cluster is lost: this driver ends, and the coordinator sends the photos again
+            reason = f"{slot.name} on {slot.node} died with the photo in flight ({brief(exc)})"
+            with self.lock:
+                slot.failed += count
+                slot.last_error = reason
             self.send("done", batch.batch_id, [WorkerLost(reason)] * count, slot.name)
             self.send_states()
             return
@@ -268,6 +302,92 @@ class Driver:
                     slot.last_error = " ".join(str(outcome).split())
         self.send("done", batch.batch_id, outcomes, slot.name)
         self.send_states()
+
+    # -- the heartbeat -------------------------------------------------------------------------------
+
+    def _round_trip(self) -> tuple[str, Any]:
+        """Ask the cluster which nodes are alive: ("ok", ids), ("gone", reason) or ("error", reason)."""
+        try:
+            nodes = self.ray.nodes()
+        except Exception as exc:
+            return "error", brief(exc)
+        alive = {str(node.get("NodeID")) for node in nodes if node.get("Alive")}
+        if self.node_id is not None and self.node_id not in alive:
+            return "gone", ("this driver's Ray node is no longer a live member of the cluster (was the head "
+                            "restarted?)")
+        return "ok", alive
+
+    def heartbeat(self) -> None:
+        """The heartbeat thread (see the module docstring); it ends the driver when the cluster is lost.
+
+        Each round trip runs in a thread of its own, so one that blocks (Ray's
+        client retries a GCS that is down) is waited for here with a deadline.
+        """
+        answered = time.monotonic()
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            answer: list[tuple[str, Any]] = []
+            call = threading.Thread(target=lambda: answer.append(self._round_trip()), name="round-trip", daemon=True)
+            call.start()
+            while call.is_alive() and not self.stopping.is_set():
+                call.join(0.25)
+                if call.is_alive() and time.monotonic() - answered > LOST_SECONDS:
+                    self._cluster_lost(f"the Ray cluster has not answered for {LOST_SECONDS:g} s")
+                    return
+            if self.stopping.is_set():
+                return
+            kind, detail = answer[0] if answer else ("error", "no answer")
+            if kind == "gone":
+                self._cluster_lost(detail)
+                return
+            if kind == "ok":
+                answered = time.monotonic()
+                with self.beat_lock:
+                    self.beat = (started, detail)
+                    self.beat_lock.notify_all()
+                self.send("alive")
+            elif time.monotonic() - answered > LOST_SECONDS:
+                self._cluster_lost(f"the Ray cluster has not answered for {LOST_SECONDS:g} s ({detail})")
+                return
+            self.poke.wait(max(0.0, HEARTBEAT_SECONDS - (time.monotonic() - started)))
+            self.poke.clear()
+
+    def _cluster_lost(self, reason: str) -> None:
+        """Say why, and end this driver at once: its actors end with it, the coordinator starts another."""
+        with self.beat_lock:
+            self.lost = reason
+            self.beat_lock.notify_all()
+        self.send("lost", reason)
+        sys.stderr.write(f"photostyle: the Ray cluster is lost: {reason}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_LOST)  # not ray.shutdown(): it can block for a minute on a GCS that is gone
+
+    def _answer_after(self, moment: float) -> set[str] | None:
+        """The live nodes from the first heartbeat started at ``moment`` or later; None if the cluster is lost."""
+        self.stopping.wait(max(0.0, moment - time.monotonic()))
+        self.poke.set()
+        with self.beat_lock:
+            while self.lost is None and not self.stopping.is_set():
+                if self.beat is not None and self.beat[0] >= moment:
+                    return self.beat[1]
+                self.beat_lock.wait(1.0)
+                self.poke.set()
+        return None
+
+    def _worker_to_blame(self, failed_at: float, node_id: str | None) -> bool:
+        """Whether a worker that died under a photo died alone (blame the photo), not with the cluster.
+
+        Yes once the cluster answers after the death with the worker's node alive,
+        or, when that node is gone, still answers ``NODE_CONFIRM_SECONDS`` later (a
+        node lost in a running cluster). No when the cluster is lost meanwhile: a
+        head being stopped kills its actors a moment before the cluster goes.
+        """
+        alive = self._answer_after(failed_at + CONFIRM_SECONDS)
+        if alive is None:
+            return False
+        if node_id is None or node_id in alive:
+            return True
+        return self._answer_after(failed_at + NODE_CONFIRM_SECONDS) is not None
 
     # -- connecting and starting the workers ------------------------------------------------------
 
@@ -288,8 +408,16 @@ class Driver:
                     self.ray.init(**kwargs)
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Ray's handler would exit: the coordinator decides
                     self.connected = True
+                    try:
+                        self.node_id = self.ray.get_runtime_context().get_node_id()
+                    except Exception:
+                        self.node_id = None  # Ray Client: the heartbeat checks only that the cluster answers
+                    threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
                     return True
                 except Exception as exc:
+                    if auth_refused(exc):
+                        self.send("refused", auth_problem())
+                        return False  # the main thread exits: a new driver reads the token afresh
                     problem = brief(exc)
             self.send("unreachable", problem)
             self.stopping.wait(delay)
@@ -319,6 +447,7 @@ class Driver:
 
     def _describe(self, slot: Slot, info: dict[str, Any]) -> None:
         slot.node, slot.device, slot.pid = info["node"], info["device"], info["pid"]
+        slot.node_id = info.get("node_id") or None
         slot.healthy = info["error"] is None
         if info["error"] is not None:
             slot.last_error = " ".join(str(info["error"]).split())
@@ -436,6 +565,51 @@ class Driver:
                     pass
 
 
+def auth_refused(error: BaseException) -> bool:
+    """Whether ``ray.init`` failed because the cluster refused this process's token (InvalidAuthToken).
+
+    Ray wraps the cause in a ConnectionError whose cause holds the traceback as
+    text, so the whole chain is searched by type name and by Ray's status word.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def token_source() -> str:
+    """Where Ray takes this process's token from, as a user would fix it."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the RAY_AUTH_TOKEN environment variable"
+    configured = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = os.path.expanduser(configured) if configured else os.path.join(os.path.expanduser("~"), ".ray",
+                                                                          "auth_token")
+    where = f"{path} (RAY_AUTH_TOKEN_PATH)" if configured else path
+    return f"the token file {where}" + ("" if os.path.isfile(path) else ", which does not exist")
+
+
+def auth_problem() -> str:
+    """One line for a refused token, naming where the token came from and what to do."""
+    try:
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+
+        sent = get_authentication_mode() == AuthenticationMode.TOKEN
+    except Exception:  # Ray's internals moved: say what is known
+        sent = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    source = token_source()
+    if sent:
+        return (f"the Ray cluster refused the authentication token from {source} (InvalidAuthToken): put the "
+                f"cluster's token there (`ray get-auth-token` on the head prints it) or point RAY_AUTH_TOKEN_PATH "
+                f"at a file holding it")
+    return (f"the Ray cluster requires an authentication token and none was sent (InvalidAuthToken; RAY_AUTH_MODE "
+            f"is not 'token'): set RAY_AUTH_MODE=token in the daemon's environment, with the cluster's token in "
+            f"{source.removeprefix('the ')}")
+
+
 def ray_missing(error: BaseException, config_path: str) -> ConfigError:
     """The one line a config asking for Ray gets when Ray cannot be imported."""
     return ConfigError([f"{config_path}: executor.kind is ray, but Ray cannot be imported "
@@ -447,6 +621,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM are the coordinator's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2`: every thread's stack to the driver log
     conn = Connection(int(argv[1]))
     try:
         settings: DriverSettings = conn.recv()

@@ -137,6 +137,7 @@ class Daemon:
         self.inbox_lock = self._inbox_lock(app)
         self._lock_checked = 0.0
         self.progress_log = ProgressLog()
+        self._was_healthy = True
         self.started = time.time()
         self._last_status = 0.0
         self.status_writer = StatusWriter(app.config.state / STATUS_FILE)
@@ -240,8 +241,25 @@ class Daemon:
             self.progress_log.update(self.executor.workers())
             self._publish_status()
             self._check_inbox_lock()
-            self.notifier.watchdog()
+            self._ping_watchdog()
         return self._shutdown()
+
+    def _ping_watchdog(self) -> None:
+        """Tell systemd the daemon is alive only while it can make progress or is visibly reconnecting.
+
+        A stuck executor (a Ray driver that stopped answering) then misses the pings,
+        and ``WatchdogSec=`` restarts the service instead of it waiting forever.
+        """
+        assert self.executor is not None
+        healthy = self.executor.healthy()
+        if healthy:
+            self.notifier.watchdog()
+        if healthy != self._was_healthy:
+            self._was_healthy = healthy
+            if healthy:
+                log.info("the executor is working again; pinging systemd's watchdog again")
+            else:
+                log.error("the executor is stuck; systemd's watchdog is no longer pinged, so it restarts the service")
 
     def _shutdown(self) -> int:
         assert self.intake is not None and self.dispatcher is not None and self.executor is not None

@@ -247,3 +247,30 @@ def test_the_same_content_under_a_second_name_is_looked_at_again_once_the_first_
     core.tick()
     core.intake.tick()
     assert second in core.intake.gate._pending, "looked at again at once, not at the next rescan"
+
+
+def test_systemd_s_watchdog_is_pinged_only_while_the_executor_can_make_progress(core: Core) -> None:
+    from pipeline.daemon import Daemon
+
+    class Notifier:
+        pings = 0
+
+        def watchdog(self) -> None:
+            self.pings += 1
+
+    class Stuck(FakeExecutor):
+        ok = True
+
+        def healthy(self) -> bool:
+            return self.ok
+
+    notifier, executor = Notifier(), Stuck()
+    daemon = Daemon(core.app, notifier=notifier)  # type: ignore[arg-type]
+    daemon.executor = executor
+    daemon._ping_watchdog()
+    executor.ok = False
+    daemon._ping_watchdog()
+    daemon._ping_watchdog()
+    executor.ok = True
+    daemon._ping_watchdog()
+    assert notifier.pings == 2

@@ -72,6 +72,8 @@ LOST_SECONDS = 20.0  # no answer from the cluster for this long: it is lost, and
 CONFIRM_SECONDS = 0.5  # a worker's death is blamed on its photo only if the cluster answers this much later...
 NODE_CONFIRM_SECONDS = 10.0  # ...or, when the worker's node is gone as well, still answers this much later
 EXIT_LOST = 75  # the driver's exit status after ("lost", reason) or ("refused", reason)
+ROUND_TRIP_SECONDS = 5.0  # one heartbeat's wait for the GCS
+NODE_ALIVE = 0  # GcsNodeInfo.ALIVE
 MAX_REDISPATCH = 5  # a call that keeps failing without ever running is blamed after all
 RAY_MISSING = "install the extra: pip install -e '.[ray]'"
 
@@ -306,16 +308,43 @@ class Driver:
     # -- the heartbeat -------------------------------------------------------------------------------
 
     def _round_trip(self) -> tuple[str, Any]:
-        """Ask the cluster which nodes are alive: ("ok", ids), ("gone", reason) or ("error", reason)."""
+        """Ask the cluster which nodes are alive: ("ok", ids), ("gone", reason) or ("error", reason).
+
+        Through the driver's own GCS client, whose errors are exceptions (``ray.nodes()``
+        aborts the process on a restarted GCS) and which takes a timeout; Ray Client
+        has none, and asks ``ray.nodes()``.
+        """
         try:
-            nodes = self.ray.nodes()
+            gcs = self._gcs_client()
+            if gcs is not None:
+                info = gcs.get_all_node_info(timeout=ROUND_TRIP_SECONDS)
+                alive = {node_id.hex() for node_id, node in info.items() if node.state == NODE_ALIVE}
+            else:
+                alive = {str(node.get("NodeID")) for node in self.ray.nodes() if node.get("Alive")}
         except Exception as exc:
+            if "WrongClusterID" in str(exc):
+                return "gone", ("the Ray head was restarted: its cluster is a new one, which knows neither this "
+                                "driver nor its workers")
             return "error", brief(exc)
-        alive = {str(node.get("NodeID")) for node in nodes if node.get("Alive")}
         if self.node_id is not None and self.node_id not in alive:
             return "gone", ("this driver's Ray node is no longer a live member of the cluster (was the head "
                             "restarted?)")
         return "ok", alive
+
+    def _gcs_client(self) -> Any:
+        if str(self.options.get("address") or "").startswith("ray://"):
+            return None
+        try:
+            return self.ray._private.worker.global_worker.gcs_client
+        except Exception:  # Ray's internals moved
+            return None
+
+    def cluster_id(self) -> str | None:
+        """The cluster's identity, new at each head start (None when Ray does not say)."""
+        try:
+            return str(self._gcs_client().cluster_id.hex())
+        except Exception:
+            return None
 
     def heartbeat(self) -> None:
         """The heartbeat thread (see the module docstring); it ends the driver when the cluster is lost.
@@ -481,6 +510,7 @@ class Driver:
             return False
         resources = self.ray.cluster_resources()
         self.send("ready", {"workers": count, "gpus_per_worker": self.gpus, "cpus_per_worker": self._cpus,
+                            "cluster": self.cluster_id(),
                             "nodes": len([node for node in self.ray.nodes() if node.get("Alive")]),
                             "cluster_cpus": resources.get("CPU", 0.0), "cluster_gpus": resources.get("GPU", 0.0),
                             "workers_state": [slot.state() for slot in self.slots]})

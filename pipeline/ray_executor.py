@@ -89,6 +89,7 @@ class RayExecutor(Executor):
         self._resend: list[Submission] = []  # in flight when the driver was lost: for the next driver
         self._resent: dict[str, int] = {}  # how many drivers ended unexplained with each submission in flight
         self._suspects: set[str] = set()  # in flight when a driver ended unexplained: counted if the cluster was up
+        self._cluster: str | None = None  # the last ready driver's cluster id (a restarted head makes a new one)
         self._done: list[Completion] = []
         self._states: list[WorkerState] = []
         self._condition: str | None = "connecting to the Ray cluster"
@@ -386,6 +387,9 @@ class RayExecutor(Executor):
             self._refused = self._refused_said = None
             resend, self._resend = self._resend, []
             given_up, suspects, self._suspects = [], self._suspects, set()
+            cluster, self._cluster = self._cluster, summary.get("cluster")
+            if cluster is not None and cluster != self._cluster:
+                suspects = set()  # a new cluster: the one the last driver ended with was lost
             for submission in list(resend):  # the cluster stayed up: the driver's end counts against its photos
                 if submission.batch_id in suspects:
                     self._resent[submission.batch_id] = self._resent.get(submission.batch_id, 0) + 1
@@ -396,7 +400,8 @@ class RayExecutor(Executor):
             "address": self.address, "nodes": summary["nodes"], "workers": summary["workers"],
             "gpus_per_worker": f"{summary['gpus_per_worker']:g}", "cpus_per_worker": summary["cpus_per_worker"]}})
         for submission in given_up:
-            reason = f"the Ray driver ended {self.options.max_attempts} times with it in flight"
+            limit = self.options.max_attempts
+            reason = f"the Ray driver ended {limit} time{'' if limit == 1 else 's'} with it in flight"
             self._finish(submission.batch_id, [WorkerLost(reason)] * len(submission.requests), "ray")
         for submission in resend:
             self._send("submit", submission.batch_id, submission.requests)

@@ -448,8 +448,9 @@ def test_the_head_restarted_after_a_driver_was_replaced_is_reconnected_and_costs
         head.start()
         back = time.monotonic()
         daemon.wait_msg("connected to the Ray cluster", 180, count=3)
+        lost = daemon.messages("lost the Ray cluster; photos in flight will be sent again, reconnecting")
         print(f"head stopped {how}: reconnected {time.monotonic() - back:.1f} s after it came back; why the driver "
-              f"ended: {daemon.messages('lost the Ray cluster; photos in flight will be sent again, reconnecting')[-1]['reason']}")
+              f"ended: {lost[-1]['reason']}")
         wait_for(lambda: running_on(root) == ["gated.jpg"], 120, "the gated photo to run on the new cluster")
         (gate / "gated.jpg").touch()
         daemon.wait_msg("done", 120)

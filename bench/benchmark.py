@@ -16,10 +16,10 @@ score is at or below the baseline's. Speed = baseline seconds / project seconds,
 wall clock for the whole photo (load to save).
 
 Use trained filters: random weights behave differently. Offline, build a VGG19-shaped
-network with trained filters with ``../shared/tools/hed_vgg19.py``, then e.g.::
+network with trained filters with a HED-to-VGG19 conversion script (not in this repository), then e.g.::
 
-    python bench/benchmark.py --weights /tmp/vgg19-hed.pth \\
-        --photo ../shared/images/hoovertowernight.jpg --sizes 256 512
+    python bench/benchmark.py --weights HED_VGG19.pth \\
+        --photo DUSK_PHOTO.jpg --sizes 256 512
 
 On a GPU add ``--device cuda --sizes 512 1024 2048``.
 """

@@ -4,7 +4,7 @@ Not a test: it prints one line per candidate. This is how the default schedule w
 chosen (see README, "Speed and memory"). Each candidate is a JSON object of
 ``EngineSettings`` fields, plus ``"bf16": true`` for bf16 autocast. Example::
 
-    python bench/schedules.py --weights /tmp/vgg19-hed.pth --photo ../shared/images/hoovertowernight.jpg \\
+    python bench/schedules.py --weights HED_VGG19.pth --photo DUSK_PHOTO.jpg \\
         --size 256 '{"iterations": 300}' \\
         '{"iterations": 40, "box": "ste", "pyramid": [0.5], "pyramid_iterations": [60], "bf16": true}'
 
@@ -13,7 +13,7 @@ budget; ``--rounds`` repeats the whole list, interleaved, so machine load affect
 every candidate alike (the load average is printed on each line). The first run of
 each working size is a warm-up and is not printed.
 
-Use trained filters (``../shared/tools/hed_vgg19.py``): random weights converge differently.
+Use trained filters (a HED-to-VGG19 conversion script (not in this repository)): random weights converge differently.
 """
 
 from __future__ import annotations

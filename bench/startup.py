@@ -10,7 +10,7 @@ later ones show the warm start (weights in the page cache, targets on disk).
 ``--repo`` times another checkout too (e.g. an older commit unpacked with
 ``git archive``), interleaved with this one so machine load affects both alike::
 
-    python bench/startup.py --weights /tmp/vgg19-hed.pth --photo ../shared/images/hoovertowernight.jpg \\
+    python bench/startup.py --weights HED_VGG19.pth --photo DUSK_PHOTO.jpg \\
         --runs 4 [--repo /tmp/base]
 """
 

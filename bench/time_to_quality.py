@@ -15,10 +15,10 @@ already stylised a photo, as a daemon has: model loaded, style targets cached):
   or below the baseline's final one.
 
 Every image is scored under the same objective (fp32, working size) as in
-``bench/benchmark.py``. Use trained filters (``../shared/tools/hed_vgg19.py``)::
+``bench/benchmark.py``. Use trained filters (a HED-to-VGG19 conversion script (not in this repository))::
 
-    python bench/time_to_quality.py --weights /tmp/vgg19-hed.pth \\
-        --photo ../shared/images/hoovertowernight.jpg --style ../shared/images/the_scream.jpg --size 256
+    python bench/time_to_quality.py --weights HED_VGG19.pth \\
+        --photo DUSK_PHOTO.jpg --style the_scream.jpg --size 256
 """
 
 from __future__ import annotations

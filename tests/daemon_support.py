@@ -50,6 +50,30 @@ def preprocess(image, ctx):
 '''
 
 
+# A photo named gated* waits in preprocess until GATE/<its name> exists (honouring shutdown), so a test can act
+# while it is in flight and then let it finish at once. The path is written into the module (``.format(gate=…)``):
+# plugins travel to Ray workers as source, and the workers do not have the daemon's environment.
+GATE_PLUGIN = '''
+import os
+import time
+
+from pipeline import hookimpl
+from pipeline.errors import Cancelled
+
+GATE = {gate!r}
+
+
+@hookimpl
+def preprocess(image, ctx):
+    while ctx.source.name.startswith("gated") and not os.path.exists(os.path.join(GATE, ctx.source.name)):
+        ctx.progress(1, 2, "waiting at the gate")
+        if ctx.should_stop():
+            raise Cancelled("stopped")
+        time.sleep(0.05)
+    return image
+'''
+
+
 def jpeg_bytes(seed: int = 0, size: tuple[int, int] = (40, 30)) -> bytes:
     buffer = io.BytesIO()
     synthetic_photo(size, seed=seed).save(buffer, format="JPEG", quality=90)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -32,7 +31,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO, run_cli, write_config
-from daemon_support import DaemonProcess, drop, files_under, jpeg_bytes, wait_for
+from daemon_support import GATE_PLUGIN, DaemonProcess, drop, files_under, jpeg_bytes, wait_for
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install -e '.[ray]')")
@@ -264,25 +263,6 @@ def test_the_token_source_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 # -- end to end on a real head ---------------------------------------------------------------------------------
 
-GATE_PLUGIN = '''
-import os
-import time
-
-from pipeline import hookimpl
-from pipeline.errors import Cancelled
-
-GATE = {gate!r}
-
-
-@hookimpl
-def preprocess(image, ctx):
-    while ctx.source.name.startswith("gated") and not os.path.exists(os.path.join(GATE, ctx.source.name)):
-        ctx.progress(1, 2, "waiting at the gate")
-        if ctx.should_stop():
-            raise Cancelled("stopped")
-        time.sleep(0.05)
-    return image
-'''
 
 
 def free_port() -> int:

@@ -34,33 +34,10 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_cli, synthetic_photo, write_config
-from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg_bytes, wait_for
+from daemon_support import GATE_PLUGIN, DaemonProcess, daemon_config, drop, files_under, jpeg_bytes, wait_for
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install -e '.[ray]')")
-
-# A photo named gated* waits in preprocess until GATE/<its name> exists (honouring shutdown), so a test can act
-# while it is in flight and then let it finish at once. The path is written into the module: plugins travel
-# to the workers as source, and the workers do not have the daemon's environment.
-GATE_PLUGIN = '''
-import os
-import time
-
-from pipeline import hookimpl
-from pipeline.errors import Cancelled
-
-GATE = {gate!r}
-
-
-@hookimpl
-def preprocess(image, ctx):
-    while ctx.source.name.startswith("gated") and not os.path.exists(os.path.join(GATE, ctx.source.name)):
-        ctx.progress(1, 2, "waiting at the gate")
-        if ctx.should_stop():
-            raise Cancelled("stopped")
-        time.sleep(0.05)
-    return image
-'''
 
 
 def gate_plugin(gate: Path) -> str:

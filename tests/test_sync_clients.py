@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -379,7 +380,9 @@ def test_real_rsync_delivers_with_delay_updates_and_copies_the_outbox_out_withou
         runs.append(subprocess.run([RSYNC, "-a", f"{outbox}/", f"{copy}/"], capture_output=True, text=True,
                                    timeout=60))
 
+    deadline = time.monotonic() + 120
     while len(watched.daemon.messages("moved to processed", under=inbox)) < 4:
+        assert time.monotonic() < deadline, "the four photos were not done within 120 s"
         copy_out()  # a phone syncing the outbox out while the photos are done
     watched.daemon.wait_msg("done", under=inbox, count=4)
     copy_out()

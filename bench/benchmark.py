@@ -100,11 +100,11 @@ def _score(config_path: Path, output: Path, worker: Any = None, photo: Path | No
     import torch
 
     from pipeline.app import load_app
-    from pipeline.imageio import load_photo, resize_long_edge
-    from pipeline.nst.layers import FeatureExtractor
-    from pipeline.nst.objective import Objective
-    from pipeline.tensors import image_to_tensor
-    from pipeline.worker import Worker
+    from pipeline.job.imageio import load_photo, resize_long_edge
+    from pipeline.engine.nst.layers import FeatureExtractor
+    from pipeline.engine.nst.objective import Objective
+    from pipeline.engine.tensors import image_to_tensor
+    from pipeline.execution.worker import Worker
     from plugins.vgg_style.transfer import network, objective_weights, preset_style_targets, style_long_edge
 
     if worker is None:
@@ -126,8 +126,8 @@ def _score(config_path: Path, output: Path, worker: Any = None, photo: Path | No
 def run_one(args: argparse.Namespace) -> None:
     """Child process: one photo (or two, for the cache) through the job runner; print a JSON line."""
     from pipeline.app import load_app
-    from pipeline.job import JobRequest
-    from pipeline.worker import Worker
+    from pipeline.job.runner import JobRequest
+    from pipeline.execution.worker import Worker
     from plugins.vgg_style.transfer import style_cache
 
     folder = Path(tempfile.mkdtemp(prefix="photostyle-bench-"))
@@ -176,7 +176,7 @@ def _child(args: argparse.Namespace, run: str, size: int) -> dict[str, Any]:
 
 def main() -> None:
     sys.path.insert(0, str(REPO))
-    from pipeline.device import configure_cpu_runtime
+    from pipeline.engine.device import configure_cpu_runtime
 
     configure_cpu_runtime()  # as the photostyle command does, before torch is imported
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.device import configure_cpu_runtime
+from pipeline.engine.device import configure_cpu_runtime
 
 configure_cpu_runtime()  # as the photostyle command does, before torch is imported
 
 import torch  # noqa: E402
 
-from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features  # noqa: E402
-from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets  # noqa: E402
+from pipeline.engine.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features  # noqa: E402
+from pipeline.engine.nst.objective import Objective, ObjectiveWeights, style_targets  # noqa: E402
 
 LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 

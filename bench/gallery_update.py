@@ -3,7 +3,7 @@
 Not a test: it prints figures. It fills a temp outbox with N small results and
 sidecars (as photostyle writes them, no engine), then times, for each N, the
 full rebuild from every sidecar (``photostyle gallery``, and what every job did
-before the index) and the per-job update (:func:`pipeline.gallery.add_to_gallery`:
+before the index) and the per-job update (:func:`pipeline.gallery.page.add_to_gallery`:
 read the index, add one card, write the index and the page). Example::
 
     python bench/gallery_update.py --sizes 100 1000 5000
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.gallery import add_to_gallery, write_gallery
+from pipeline.gallery.page import add_to_gallery, write_gallery
 
 
 def _result(outbox: Path, index: int) -> Path:

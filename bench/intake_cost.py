@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.completeness import ZeroRunFinder, first_hole
-from pipeline.photo_file import hash_descriptor, open_regular
+from pipeline.files.completeness import ZeroRunFinder, first_hole
+from pipeline.files.photo_file import hash_descriptor, open_regular
 
 
 def timed(path: Path, evidence: bool) -> float:

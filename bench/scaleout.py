@@ -37,9 +37,9 @@ import yaml
 from PIL import Image
 
 from pipeline.app import App, load_app
-from pipeline.context import WorkerResources
-from pipeline.executor import Executor, LocalExecutor, Submission
-from pipeline.job import JobRequest, Rendered, publish
+from pipeline.job.context import WorkerResources
+from pipeline.execution.local import Executor, LocalExecutor, Submission
+from pipeline.job.runner import JobRequest, Rendered, publish
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,7 @@ def measure(args: argparse.Namespace, folder: Path, workers: int | None) -> dict
     if workers is None:
         executor: Executor = LocalWait(threading.Event())
     else:
-        from pipeline.ray_executor import RayExecutor
+        from pipeline.execution.ray.executor import RayExecutor
 
         executor = RayExecutor(app.config.executor, threading.Event(), wait_for_cluster=False)
     began = time.perf_counter()

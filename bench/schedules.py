@@ -23,19 +23,19 @@ import json
 import time
 from pathlib import Path
 
-from pipeline.device import configure_cpu_runtime
+from pipeline.engine.device import configure_cpu_runtime
 
 configure_cpu_runtime()  # as the photostyle command does, before torch is imported
 
 import torch  # noqa: E402
 
-from pipeline.imageio import load_photo, resize_long_edge
-from pipeline.nst.engine import EngineSettings, stylize
-from pipeline.nst.layers import FeatureExtractor
-from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
-from pipeline.nst.schedule import EvaluationCosts
-from pipeline.tensors import image_to_tensor, tensor_to_image
-from pipeline.weights import load_features
+from pipeline.job.imageio import load_photo, resize_long_edge
+from pipeline.engine.nst.engine import EngineSettings, stylize
+from pipeline.engine.nst.layers import FeatureExtractor
+from pipeline.engine.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.engine.nst.schedule import EvaluationCosts
+from pipeline.engine.tensors import image_to_tensor, tensor_to_image
+from pipeline.engine.weights import load_features
 
 REPO = Path(__file__).resolve().parent.parent
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")

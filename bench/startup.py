@@ -36,14 +36,14 @@ marks = {}
 def mark(name):
     marks.setdefault(name, time.time())
 try:  # what the photostyle command does first (older checkouts have no such step)
-    from pipeline.device import configure_cpu_runtime
+    from pipeline.engine.device import configure_cpu_runtime
     configure_cpu_runtime()
 except ImportError:
     pass
 import torch
 mark("torch imported")
-import pipeline.app, pipeline.worker, pipeline.nst.engine as engine
-load_app, prepare, optimize = pipeline.app.load_app, pipeline.worker.Worker.prepare, engine.optimize
+import pipeline.app, pipeline.execution.worker, pipeline.engine.nst.engine as engine
+load_app, prepare, optimize = pipeline.app.load_app, pipeline.execution.worker.Worker.prepare, engine.optimize
 def timed_load_app(*a, **k):
     app = load_app(*a, **k); mark("config and plugins loaded"); return app
 def timed_prepare(*a, **k):
@@ -57,7 +57,7 @@ def timed_optimize(objective, start, budget, **k):
     k["on_evaluation"] = first
     return optimize(objective, start, budget, **k)
 pipeline.app.load_app = timed_load_app
-pipeline.worker.Worker.prepare = timed_prepare
+pipeline.execution.worker.Worker.prepare = timed_prepare
 engine.optimize = timed_optimize
 from pipeline.cli import main
 sys.exit(main(sys.argv[1:]))

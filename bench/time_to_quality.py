@@ -47,13 +47,13 @@ def engine_run(worker, photo: Path, size: int, settings, on_progress=None, recor
     it up); returns (seconds, result). ``record(x)`` sees every image evaluated."""
     import torch
 
-    from pipeline.imageio import load_photo, resize_long_edge
-    from pipeline.nst.engine import stylize
-    from pipeline.nst.layer_names import min_side
-    from pipeline.nst.layers import FeatureExtractor
-    from pipeline.nst.objective import Objective
-    from pipeline.nst.schedule import EvaluationCosts
-    from pipeline.tensors import image_to_tensor
+    from pipeline.job.imageio import load_photo, resize_long_edge
+    from pipeline.engine.nst.engine import stylize
+    from pipeline.engine.nst.layer_names import min_side
+    from pipeline.engine.nst.layers import FeatureExtractor
+    from pipeline.engine.nst.objective import Objective
+    from pipeline.engine.nst.schedule import EvaluationCosts
+    from pipeline.engine.tensors import image_to_tensor
     from plugins.vgg_style.transfer import network, objective_weights, preset_style_targets, style_long_edge
 
     preset = worker.app.config.presets["bench"]
@@ -85,7 +85,7 @@ def engine_run(worker, photo: Path, size: int, settings, on_progress=None, recor
 
 def baseline_snapshots(worker, photo: Path, size: int) -> tuple[float, dict[int, tuple[float, object]]]:
     """Run the baseline; the best image so far (what the engine would return) at each snapshot."""
-    from pipeline.nst.engine import EngineSettings
+    from pipeline.engine.nst.engine import EngineSettings
 
     state: dict[str, object] = {"best": float("inf"), "best_image": None, "last": None}
     snapshots: dict[int, tuple[float, object]] = {}
@@ -107,7 +107,7 @@ def baseline_snapshots(worker, photo: Path, size: int) -> tuple[float, dict[int,
 
 
 def save_png(tensor, path: Path) -> Path:
-    from pipeline.tensors import tensor_to_image
+    from pipeline.engine.tensors import tensor_to_image
 
     tensor_to_image(tensor.clamp(0.0, 1.0)).save(path)  # clamped and 8-bit, as a saved result
     return path
@@ -126,14 +126,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the --shares comparison")
     args = parser.parse_args()
     args.device, args.precision = "cpu", None
-    from pipeline.device import configure_cpu_runtime
+    from pipeline.engine.device import configure_cpu_runtime
 
     configure_cpu_runtime()  # as the photostyle command does, before torch is imported
     import torch
 
     from pipeline.app import load_app
-    from pipeline.job import JobRequest
-    from pipeline.worker import Worker
+    from pipeline.job.runner import JobRequest
+    from pipeline.execution.worker import Worker
 
     folder = Path(tempfile.mkdtemp(prefix="photostyle-ttq-"))
     config_path = _config(folder, args, args.size, baseline=False)

@@ -1,6 +1,6 @@
 """Make the README's pictures: one photo in every preset of a config, plus colour preservation.
 
-The figures go through photostyle's own job runner (a :class:`~pipeline.worker.Worker`,
+The figures go through photostyle's own job runner (a :class:`~pipeline.execution.worker.Worker`,
 as ``photostyle process`` uses), with the config's presets as they are except for
 the working size, the output encoding and, if given, the weights; so they can be
 remade after any change to the engine, the styles or the presets::
@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from pipeline.app import load_app  # noqa: E402
-from pipeline.imageio import load_photo  # noqa: E402
-from pipeline.job import JobRequest  # noqa: E402
-from pipeline.worker import Worker  # noqa: E402
+from pipeline.job.imageio import load_photo  # noqa: E402
+from pipeline.job.runner import JobRequest  # noqa: E402
+from pipeline.execution.worker import Worker  # noqa: E402
 from plugins.color import srgb_to_lab  # noqa: E402
 
 DEFAULT_PHOTO = REPO / "docs" / "photos" / "astronaut.jpg"

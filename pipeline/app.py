@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.config import validate_config, validate_plugin_options
 from pipeline.errors import ConfigError, PluginError
 from pipeline.plugin_host import PluginHost, load_plugins
-from pipeline.yamlsource import YamlSyntaxError, read_yaml
+from pipeline.config.yamlsource import YamlSyntaxError, read_yaml
 
 DEFAULT_CONFIG = "config.yaml"
 CONFIG_ENV = "PHOTOSTYLE_CONFIG"

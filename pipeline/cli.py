@@ -83,7 +83,7 @@ class _PlainFormatter(logging.Formatter):
     """``level: message`` for one-shot commands, with control characters escaped (names may hold them)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from pipeline.textsafe import printable
+        from pipeline.files.textsafe import printable
 
         return f"{record.levelname}: {printable(record.getMessage())}"
 
@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         print(info.schema(args.config or default_config_path()))
         return 0
     if args.command == "weights":
-        from pipeline import weights
+        from pipeline.engine import weights
 
         if args.weights_command == "import":
             target = weights.import_weights(args.file)
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
         print(show(args.output, args.json))
         return 0
     if args.command == "watch":
-        from pipeline.daemon import watch
+        from pipeline.daemon.loop import watch
         from pipeline.logs import setup_logging
 
         setup_logging(args.log_format)
@@ -178,7 +178,7 @@ def _quiet_closed_stdout() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.device import configure_cpu_runtime
+    from pipeline.engine.device import configure_cpu_runtime
 
     configure_cpu_runtime()  # before anything imports torch
     try:

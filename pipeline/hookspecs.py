@@ -56,7 +56,7 @@ import pluggy
 if TYPE_CHECKING:
     from PIL import Image
 
-    from pipeline.context import JobContext, JobResult, StylePreparation, WorkerResources
+    from pipeline.job.context import JobContext, JobResult, StylePreparation, WorkerResources
 
 PROJECT = "photostyle"
 
@@ -129,7 +129,7 @@ def style_preparation(preset: Any) -> Callable[[Image.Image], StylePreparation] 
 
     Return ``None`` to leave the photo and the style images alone, or a function
     that takes the photo at the engine's working size and returns a
-    :class:`~pipeline.context.StylePreparation`: how to change the photo and the
+    :class:`~pipeline.job.context.StylePreparation`: how to change the photo and the
     style images, and the key that names what the changed style depends on. The
     built-in ``color`` plugin answers for ``preserve_color: histogram`` (the style
     recoloured to the photo's colours) and ``luminance_transfer`` (both reduced

@@ -7,7 +7,7 @@ travel in ``extra={"fields": {...}}`` and render as ``key=value`` or JSON keys.
 Fields and messages carry file names, which come from the inbox and may hold
 newlines, terminal escape codes or bytes that are not UTF-8. One event is
 always one line: in text logs the message and traceback are made printable and
-every field value is quoted when it needs to be (:mod:`pipeline.textsafe`), so a
+every field value is quoted when it needs to be (:mod:`pipeline.files.textsafe`), so a
 name can neither start a fake line nor a fake ``key=value``; JSON logs are ASCII
 (``\\uXXXX`` escapes), which journald and any reader take as is.
 """
@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from pipeline.textsafe import printable, quoted
+from pipeline.files.textsafe import printable, quoted
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from conftest import synthetic_photo
 from daemon_support import DaemonProcess, daemon_config, drop, jpeg_bytes, release
 from pipeline.app import load_app
 from pipeline.errors import PhotostyleError
-from pipeline.job import JobRequest
-from pipeline.worker import Worker
+from pipeline.job.runner import JobRequest
+from pipeline.execution.worker import Worker
 
 
 def _photos(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.nst.engine import EngineSettings, stylize
-from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
-from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
-from pipeline.nst.schedule import EvaluationCosts, LevelBudget, split_budget
+from pipeline.engine.nst.engine import EngineSettings, stylize
+from pipeline.engine.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+from pipeline.engine.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.engine.nst.schedule import EvaluationCosts, LevelBudget, split_budget
 
 HALF, FULL = (1, 3, 68, 128), (1, 3, 135, 256)  # a pyramid level at half size costs about a quarter
 

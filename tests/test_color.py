@@ -20,8 +20,8 @@ from PIL import Image
 
 from pipeline.app import load_app
 from pipeline.cli import main
-from pipeline.job import JobRequest
-from pipeline.worker import Worker
+from pipeline.job.runner import JobRequest
+from pipeline.execution.worker import Worker
 from plugins.color import (
     LUMA_PER_MILLE,
     ColorStatistics,

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import write_config, write_text
 from pipeline.app import load_app
-from pipeline.settings_hash import settings_hash
-from pipeline.weights import cache_path
+from pipeline.config.settings_hash import settings_hash
+from pipeline.engine.weights import cache_path
 
 PLUGIN = '''
 from typing import Any

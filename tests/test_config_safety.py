@@ -152,7 +152,7 @@ def test_a_billion_laughs_config_is_refused_quickly_in_small_memory(project: Pat
     script = textwrap.dedent(f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-        from pipeline.yamlsource import YamlSyntaxError, read_yaml
+        from pipeline.config.yamlsource import YamlSyntaxError, read_yaml
         try:
             read_yaml(__import__("pathlib").Path({str(config)!r}))
         except YamlSyntaxError as exc:
@@ -206,8 +206,8 @@ def test_a_preset_named_like_the_outbox_s_own_files_is_refused_by_check(project:
 
 def test_every_name_photostyle_keeps_at_the_top_of_the_outbox_is_refused_as_a_preset_name() -> None:
     from pipeline.config import OUTBOX_OWN_NAMES, preset_name_problem
-    from pipeline.gallery import INDEX_NAME
-    from pipeline.thumbnails import THUMBS_DIR
+    from pipeline.gallery.page import INDEX_NAME
+    from pipeline.gallery.thumbnails import THUMBS_DIR
 
     assert {INDEX_NAME, THUMBS_DIR} <= set(OUTBOX_OWN_NAMES)
     assert all(preset_name_problem(name) for name in OUTBOX_OWN_NAMES)
@@ -219,7 +219,7 @@ def test_an_alias_that_contains_itself_is_refused_at_its_line_before_it_costs_me
     step, until the alias limit stopped it. It is now found on the composed graph, before any walk."""
     import tracemalloc
 
-    from pipeline.yamlsource import YamlSyntaxError, parse_yaml
+    from pipeline.config.yamlsource import YamlSyntaxError, parse_yaml
 
     config = project / "config.yaml"
     config.write_text("default_preset: p\npresets:\n  p: {style: art/stripes.png}\nloop: &loop [1, *loop]\n")
@@ -249,7 +249,7 @@ def test_aliases_that_stack_deep_nesting_are_refused_in_small_memory() -> None:
     is as long as its depth, so depth is bounded too."""
     import tracemalloc
 
-    from pipeline.yamlsource import YamlSyntaxError, parse_yaml
+    from pipeline.config.yamlsource import YamlSyntaxError, parse_yaml
 
     lines = ["l0: &l0 " + "[" * 50 + "x" + "]" * 50]
     lines += [f"l{n}: &l{n} " + "[" * 50 + f"*l{n - 1}" + "]" * 50 for n in range(1, 100)]

@@ -20,13 +20,13 @@ from PIL import Image
 from conftest import synthetic_photo
 from daemon_support import daemon_config
 from pipeline.app import App, load_app
-from pipeline.dispatch import Dispatcher
+from pipeline.daemon.dispatch import Dispatcher
 from pipeline.errors import StageError
-from pipeline.executor import Completion, Executor, Submission, WorkerLost, WorkerState
-from pipeline.intake import Intake
-from pipeline.job import Rendered
-from pipeline.ledger import Ledger
-from pipeline.originals import Originals
+from pipeline.execution.local import Completion, Executor, Submission, WorkerLost, WorkerState
+from pipeline.daemon.intake import Intake
+from pipeline.job.runner import Rendered
+from pipeline.daemon.ledger import Ledger
+from pipeline.daemon.originals import Originals
 
 
 def jpeg(seed: int) -> bytes:
@@ -123,7 +123,7 @@ class Core:
 
 
 def _stable(path: Path) -> Any:
-    from pipeline.watch import StableFile
+    from pipeline.daemon.watch import StableFile
 
     info = path.lstat()
     return StableFile(path, info.st_size, info.st_mtime_ns)
@@ -135,7 +135,7 @@ def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Core]:
                                 watch={"retry_seconds": 10, "retry_max_seconds": 100})
     app = load_app(config_path)
     clock = Clock()
-    for module in ("pipeline.dispatch", "pipeline.originals", "pipeline.intake"):
+    for module in ("pipeline.daemon.dispatch", "pipeline.daemon.originals", "pipeline.daemon.intake"):
         monkeypatch.setattr(f"{module}.time.monotonic", clock)
     ledger = Ledger(app.config.state / "ledger.sqlite3")
     executor = FakeExecutor()
@@ -250,7 +250,7 @@ def test_the_same_content_under_a_second_name_is_looked_at_again_once_the_first_
 
 
 def test_systemd_s_watchdog_is_pinged_only_while_the_executor_can_make_progress(core: Core) -> None:
-    from pipeline.daemon import Daemon
+    from pipeline.daemon.loop import Daemon
 
     class Notifier:
         pings = 0

@@ -14,13 +14,13 @@ import torchvision
 from torch import nn
 
 from pipeline.errors import Cancelled, WeightsError
-from pipeline.nst.engine import EngineSettings, stylize
-from pipeline.nst.lbfgs import minimize
-from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
-from pipeline.nst.layer_names import LAYER_INDEX, LAYER_NAMES
-from pipeline.nst.losses import content_loss, gram_matrix, style_layer_loss, total_variation
-from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
-from pipeline.weights import features_state_dict, load_features
+from pipeline.engine.nst.engine import EngineSettings, stylize
+from pipeline.engine.nst.lbfgs import minimize
+from pipeline.engine.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+from pipeline.engine.nst.layer_names import LAYER_INDEX, LAYER_NAMES
+from pipeline.engine.nst.losses import content_loss, gram_matrix, style_layer_loss, total_variation
+from pipeline.engine.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.engine.weights import features_state_dict, load_features
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
@@ -303,9 +303,9 @@ def test_optimising_does_not_import_the_compiler() -> None:
     # torch.optim's optimisers import torch._dynamo when built: seconds before the first evaluation
     script = textwrap.dedent("""
         import sys, torch
-        from pipeline.nst.engine import EngineSettings, stylize
-        from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
-        from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
+        from pipeline.engine.nst.engine import EngineSettings, stylize
+        from pipeline.engine.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+        from pipeline.engine.nst.objective import Objective, ObjectiveWeights, style_targets
         features = vgg19_features()
         init_like_torchvision(features, seed=0)
         weights = ObjectiveWeights(1.0, 1e5, 0.0, ("conv2_1",), ("conv1_1",), (1.0,))
@@ -351,7 +351,7 @@ class _SteepQuadratic:
 
 
 def test_the_optimiser_keeps_finite_steps_at_the_style_objectives_scale() -> None:
-    from pipeline.nst.engine import optimize
+    from pipeline.engine.nst.engine import optimize
 
     generator = torch.Generator().manual_seed(1)
     start, target = torch.rand(1, 3, 32, 32, generator=generator), torch.rand(1, 3, 32, 32, generator=generator)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from pipeline import weights
+from pipeline.engine import weights
 from pipeline.errors import WeightsError
 
 NMS = "operator torchvision::nms does not exist"

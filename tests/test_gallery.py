@@ -392,7 +392,7 @@ def test_each_job_adds_its_card_without_reading_older_sidecars(tmp_path: Path, c
 
 
 def test_a_damaged_or_hostile_index_is_rebuilt_or_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from pipeline.gallery import CARDS_NAME, add_to_gallery, write_gallery
+    from pipeline.gallery.page import CARDS_NAME, add_to_gallery, write_gallery
 
     outbox = tmp_path / "outbox"
     first = _sidecar(_jpeg(outbox / "tiny" / "first.jpg"), 1)
@@ -426,7 +426,7 @@ def test_a_planted_index_entry_cannot_link_out_of_the_outbox(tmp_path: Path, cap
     The per-job update checks every entry exactly as the full rebuild checks what it walks: no hidden part,
     every folder a real folder (never a link to one), the result a regular file.
     """
-    from pipeline.gallery import CARDS_NAME, add_to_gallery, write_gallery
+    from pipeline.gallery.page import CARDS_NAME, add_to_gallery, write_gallery
 
     outbox = tmp_path / "outbox"
     _sidecar(_jpeg(outbox / "tiny" / "first.jpg"), 1)

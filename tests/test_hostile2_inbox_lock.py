@@ -17,7 +17,7 @@ import yaml
 
 from conftest import run_cli
 from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg_bytes
-from pipeline.state_lock import AlreadyRunning, InboxLock, lock_folder
+from pipeline.daemon.state_lock import AlreadyRunning, InboxLock, lock_folder
 
 
 def _two_configs(root: Path, inbox_b: str | None = None) -> tuple[Path, Path, Path]:

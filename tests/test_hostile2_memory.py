@@ -33,7 +33,7 @@ ORIENTATION = 0x0112
 
 PEAK_SCRIPT = textwrap.dedent("""
     import json, sys
-    from pipeline.imageio import decode_photo
+    from pipeline.job.imageio import decode_photo
 
     def status(key):
         for line in open("/proc/self/status"):
@@ -112,7 +112,7 @@ def test_decoding_stays_within_the_estimate_for_mode_and_bit_depth(tmp_path: Pat
     peak = measured["peak"]
     assert peak <= allowed * PIXELS + SLACK, f"{case}: {peak / PIXELS:.1f} bytes a pixel, allowed {allowed}"
 
-    from pipeline.imageio import decode_budget, decode_cost
+    from pipeline.job.imageio import decode_budget, decode_cost
 
     assert peak <= decode_cost(mode, fmt, PIXELS) + SLACK  # the estimate refused against covers it
     assert decode_cost(mode, fmt, PIXELS) <= decode_budget(PIXELS)  # and such a photo is taken at the limit
@@ -124,8 +124,8 @@ RELEASE_SCRIPT = textwrap.dedent("""
     import numpy as np
     from PIL import Image
     from pipeline.app import load_app
-    from pipeline.job import JobRequest
-    from pipeline.worker import Worker
+    from pipeline.job.runner import JobRequest
+    from pipeline.execution.worker import Worker
 
     def rss():
         for line in open("/proc/self/status"):

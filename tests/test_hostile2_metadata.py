@@ -19,10 +19,10 @@ from PIL import Image
 from test_imageio import synthetic_cmyk_profile
 
 from pipeline.app import load_app
-from pipeline.context import JobResult
-from pipeline.job import JobRequest
-from pipeline.sidecar import read_sidecar
-from pipeline.worker import Worker
+from pipeline.job.context import JobResult
+from pipeline.job.runner import JobRequest
+from pipeline.job.sidecar import read_sidecar
+from pipeline.execution.worker import Worker
 
 MAKE = 0x010F
 USER_COMMENT = 0x9286

@@ -3,7 +3,7 @@ stalled driver is replaced, and a refused Ray token is one line naming the token
 
 Two kinds of tests:
 
-- The coordinator's side (:class:`~pipeline.ray_executor.RayExecutor`) against a fake driver: a short script
+- The coordinator's side (:class:`~pipeline.execution.ray.executor.RayExecutor`) against a fake driver: a short script
   speaking the driver's protocol, told by the test how each driver generation behaves (stalls, says the cluster
   is lost, crashes, finds it unreachable, serves). No Ray needed; the thresholds are shortened by monkeypatching.
 - End to end on a real ``ray start --head --block`` on loopback: private temp dir, ports and ``$HOME`` (so no
@@ -40,7 +40,7 @@ needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip i
 # -- the coordinator against a fake driver ------------------------------------------------------------------
 
 FAKE_DRIVER = r'''
-"""A stand-in for pipeline.ray_driver: each generation takes the next behaviour from PLAN."""
+"""A stand-in for pipeline.execution.ray.driver: each generation takes the next behaviour from PLAN."""
 import json, os, sys, threading, time
 from multiprocessing.connection import Connection
 
@@ -109,7 +109,7 @@ while True:
 @pytest.fixture
 def fake_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Start a RayExecutor on fake drivers following ``plan``; yields a starter, shuts every executor down."""
-    from pipeline import ray_executor
+    from pipeline.execution.ray import executor as ray_executor
     from pipeline.app import load_app
 
     script = tmp_path / "fake_driver.py"
@@ -136,7 +136,7 @@ def fake_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
 
 
 def outcome_of(executor: Any, batch_id: str, timeout: float = 60) -> list[Any]:
-    from pipeline.executor_protocol import Submission
+    from pipeline.execution.protocol import Submission
 
     executor.submit(Submission(batch_id, [f"{batch_id}-photo"]))
     [completion] = wait_for(lambda: executor.completions(), timeout, f"the outcome of {batch_id}")
@@ -150,7 +150,7 @@ def generations(tmp_path: Path) -> list[str]:
 
 def test_a_stalled_driver_is_killed_and_replaced_and_its_photo_costs_no_attempt(
         fake_driver: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from pipeline import ray_executor
+    from pipeline.execution.ray import executor as ray_executor
 
     monkeypatch.setattr(ray_executor, "HEARTBEAT_STALL_SECONDS", 2.0)
     executor = fake_driver(["stall", "serve"], max_attempts=1)  # one counted attempt would fail the photo
@@ -164,7 +164,7 @@ def test_a_stalled_driver_is_killed_and_replaced_and_its_photo_costs_no_attempt(
 def test_a_driver_that_cannot_be_replaced_stops_the_watchdog(
         fake_driver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """healthy() gates the systemd watchdog: it goes false once a stalled driver outlives its replacement."""
-    from pipeline import ray_executor
+    from pipeline.execution.ray import executor as ray_executor
 
     monkeypatch.setattr(ray_executor, "HEARTBEAT_STALL_SECONDS", 1.0)
     monkeypatch.setattr(ray_executor, "SUPERVISOR_STALL_SECONDS", 1.0)
@@ -194,7 +194,7 @@ def test_a_lost_cluster_costs_no_attempt(fake_driver: Any, tmp_path: Path) -> No
 
 
 def test_a_driver_that_ends_unexplained_counts_only_if_the_cluster_was_up(fake_driver: Any, tmp_path: Path) -> None:
-    from pipeline.executor_protocol import WorkerLost
+    from pipeline.execution.protocol import WorkerLost
 
     executor = fake_driver(["crash", "unreachable", "serve"], max_attempts=1)
     assert outcome_of(executor, "b1") == ["ok"]  # the next driver found the cluster down: not the photo's doing
@@ -228,7 +228,7 @@ def generations_of(executor: Any) -> list[str]:
 
 
 def test_auth_failures_are_recognised_through_rays_wrapping() -> None:
-    from pipeline.ray_driver import auth_refused
+    from pipeline.execution.ray.driver import auth_refused
 
     class AuthenticationError(Exception):
         pass
@@ -246,7 +246,7 @@ def test_auth_failures_are_recognised_through_rays_wrapping() -> None:
 
 
 def test_the_token_source_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pipeline.ray_driver import token_source
+    from pipeline.execution.ray.driver import token_source
 
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
@@ -416,7 +416,7 @@ def test_the_head_restarted_after_a_driver_was_replaced_is_reconnected_and_costs
     drop(root / "inbox" / "gated.jpg", jpeg_bytes(1))
     with DaemonProcess(config, env=daemon_env(tmp_path / "home")) as daemon:
         wait_for(lambda: running_on(root) == ["gated.jpg"], 240, "the gated photo to run")
-        [driver] = children_named(daemon.process.pid, "pipeline.ray_driver")
+        [driver] = children_named(daemon.process.pid, "pipeline.execution.ray.driver")
         os.kill(driver, signal.SIGKILL)  # an unexplained end while the cluster is up: one attempt (max 2)
         killed = time.monotonic()
         daemon.wait_msg("connected to the Ray cluster", 240, count=2)

@@ -36,7 +36,7 @@ def _messages(caplog: pytest.LogCaptureFixture, msg: str) -> list[logging.LogRec
 
 def test_an_hour_of_failed_status_writes_logs_a_dozen_lines_not_3600(tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
-    from pipeline.daemon import STATUS_WARN_INTERVAL, StatusWriter
+    from pipeline.daemon.loop import STATUS_WARN_INTERVAL, StatusWriter
 
     blocker = tmp_path / "state"
     blocker.write_text("a file where the state folder should be: every write fails")

@@ -1,4 +1,4 @@
-"""Tests for ``pipeline.imageio``: reading every kind of photo people drop in, and writing results safely.
+"""Tests for ``pipeline.job.imageio``: reading every kind of photo people drop in, and writing results safely.
 
 Every image is made here, in ``tmp_path``, with Pillow/numpy (and, for the CMYK
 case, an ICC profile written byte by byte), so the tests need nothing outside
@@ -22,8 +22,8 @@ import pytest
 from PIL import Image, ImageCms
 
 from pipeline.errors import ImageLoadError
-from pipeline.fileops import write_new_file
-from pipeline.imageio import (
+from pipeline.files.fileops import write_new_file
+from pipeline.job.imageio import (
     HEAD_BYTES,
     NOT_AN_IMAGE,
     decode_budget,

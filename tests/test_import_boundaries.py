@@ -15,10 +15,9 @@ from conftest import REPO
 
 TORCH = {"torch", "torchvision"}
 # The engine (network, losses, optimiser, weights, style targets, device) and the plugin that drives it.
-TORCH_ALLOWED = ("pipeline.nst", "pipeline.weights", "pipeline.style_cache", "pipeline.device", "pipeline.tensors",
-                 "plugins.vgg_style")
+TORCH_ALLOWED = ("pipeline.engine", "plugins.vgg_style")
 # Modules that everything below the app may import: they import only the standard library and these.
-LIGHT = {"pipeline.executor_protocol": {"pipeline.errors"}, "pipeline.hashing": set(), "pipeline.state_files": set(), "pipeline.weights_names": set(),
+LIGHT = {"pipeline.execution.protocol": {"pipeline.errors"}, "pipeline.files.hashing": set(), "pipeline.daemon.state_files": set(), "pipeline.engine.weights_names": set(),
          "pipeline.errors": set()}
 
 
@@ -138,10 +137,41 @@ def test_a_cycle_is_seen_when_there_is_one() -> None:
 def test_service_install_reaches_no_torch_importer() -> None:
     """``service install`` runs in a fresh interpreter on a machine that may be slow to import torch (3 s)."""
     edges, external = _graph()
-    seen, todo = set(), ["pipeline.service"]
+    seen, todo = set(), ["pipeline.service.install"]
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
             todo.extend(edges[name])
     assert [name for name in sorted(seen) if external[name] & TORCH] == []
+
+
+# The rooms of pipeline/, lowest first: a module may import its own room and the rooms below, never above.
+LAYERS = [
+    {"errors"},
+    {"files"},
+    {"logs", "hookspecs", "__init__", "engine"},
+    {"config"},
+    {"plugin_host", "service"},
+    {"app", "job"},
+    {"gallery", "execution"},
+    {"daemon"},
+    {"commands"},
+    {"cli"},
+    {"__main__"},
+]
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_room_of_the_core_imports_a_room_above_it() -> None:
+    rank = {room: level for level, rooms in enumerate(LAYERS) for room in rooms}
+    edges, _ = _graph()
+    core = {name for name in edges if name.startswith("pipeline")}
+    assert sorted({_room(name) for name in core} - rank.keys()) == [], "a new room needs its place in LAYERS"
+    upward = sorted(f"{name} -> {target}" for name in core for target in edges[name]
+                    if target in core and rank[_room(target)] > rank[_room(name)])
+    assert upward == []

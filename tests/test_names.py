@@ -20,10 +20,10 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import synthetic_photo, write_config
-from pipeline.disposal import after_failure, error_note_path
-from pipeline.fileops import DERIVED_RESERVE, NAME_MAX, fit_name, move_without_overwrite, write_new_file
-from pipeline.sidecar import load_record, path_fields, record_path, sidecar_path
-from pipeline.thumbnails import thumbnail_paths
+from pipeline.daemon.disposal import after_failure, error_note_path
+from pipeline.files.fileops import DERIVED_RESERVE, NAME_MAX, fit_name, move_without_overwrite, write_new_file
+from pipeline.job.sidecar import load_record, path_fields, record_path, sidecar_path
+from pipeline.gallery.thumbnails import thumbnail_paths
 
 LATIN1 = b"caf\xe9-\xff"  # an old NAS's Latin-1: not UTF-8
 HOSTILE_STEMS = {

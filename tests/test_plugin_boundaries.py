@@ -22,7 +22,7 @@ from pipeline.app import load_app
 from pipeline.cli import main
 from pipeline import hookimpl
 from pipeline.errors import PluginError, WeightsError
-from pipeline.worker import Worker
+from pipeline.execution.worker import Worker
 
 HEADER = "from pipeline import hookimpl\n\n"
 
@@ -244,7 +244,7 @@ def test_a_plugin_prepares_what_the_network_sees_through_the_hook(make_config, t
     log = tmp_path / "prepared.log"
     greyish = plugin_file(tmp_path / "plug", "greyish", f"""
         from PIL import ImageOps
-        from pipeline.context import StylePreparation
+        from pipeline.job.context import StylePreparation
 
         def _noted(what, image):
             with open({str(log)!r}, "a") as handle:

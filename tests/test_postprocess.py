@@ -22,8 +22,8 @@ from pydantic import ValidationError
 import plugins.color
 import plugins.resize
 from pipeline.cli import main
-from pipeline.context import JobContext, WorkerResources
-from pipeline.imageio import load_photo
+from pipeline.job.context import JobContext, WorkerResources
+from pipeline.job.imageio import load_photo
 from plugins.color import luminance, luminance_after, match_channels, with_photo_chroma
 from plugins.watermark import WatermarkOptions, apply_watermark
 

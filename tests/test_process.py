@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import run_cli, synthetic_photo
 from pipeline.cli import main
-from pipeline.nst.layers import init_like_torchvision, vgg19_features
+from pipeline.engine.nst.layers import init_like_torchvision, vgg19_features
 
 
 def test_process_writes_the_stylized_photo_to_the_outbox(photo: Path, config_file: Path,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.progress_log import ProgressLog
+from pipeline.daemon.progress_log import ProgressLog
 
 
 def _worker(done: int, total: int, message: str, job: str = "j1") -> SimpleNamespace:

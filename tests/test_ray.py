@@ -242,7 +242,7 @@ def test_executor_section_is_validated_with_file_and_line(tmp_path: Path, capsys
 def test_a_worker_needs_none_of_the_coordinators_files(tmp_path: Path) -> None:
     """The spec carries style images and plugin modules; the worker loads it after the originals are gone."""
     from pipeline.app import load_app
-    from pipeline.ray_worker import pack_worker_spec, unpack_worker_spec
+    from pipeline.execution.ray.worker import pack_worker_spec, unpack_worker_spec
 
     (tmp_path / "p" / "styles").mkdir(parents=True)
     synthetic_photo((40, 40), seed=3).save(tmp_path / "p" / "styles" / "Blue Period.png")

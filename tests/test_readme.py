@@ -54,6 +54,6 @@ def test_the_readme_opens_with_the_pictures_and_they_stay_small() -> None:
 def test_where_things_live_names_every_module_of_the_core() -> None:
     section = README.split("## Where things live", 1)[1].split("\n## ", 1)[0]
     core = REPO / "pipeline"
-    modules = {path.name for path in core.glob("*.py") if path.name not in ("__init__.py", "__main__.py")}
-    packages = {f"{path.name}/" for path in core.iterdir() if (path / "__init__.py").is_file()}
-    assert sorted(name for name in modules | packages if f"`{name}`" not in section) == []
+    modules = {path.name for path in core.rglob("*.py") if path.name not in ("__init__.py", "__main__.py")}
+    rooms = {f"{path.name}/" for path in core.rglob("*") if (path / "__init__.py").is_file() and path != core}
+    assert sorted(name for name in modules | rooms if f"`{name}`" not in section) == []

@@ -29,9 +29,9 @@ import torch
 from conftest import run_cli, write_config
 from pipeline.app import load_app
 from pipeline.cli import main
-from pipeline.nst.layers import init_like_torchvision, vgg19_features
-from pipeline.service import TRAMPOLINE, ServiceAccount, install, plan_install, render_unit, sandbox_warnings
-from pipeline.weights import import_weights
+from pipeline.engine.nst.layers import init_like_torchvision, vgg19_features
+from pipeline.service.install import TRAMPOLINE, ServiceAccount, install, plan_install, render_unit, sandbox_warnings
+from pipeline.engine.weights import import_weights
 
 HOSTILE_NAMES = [
     "with space",
@@ -300,7 +300,7 @@ NOBODY = 65534
 def _as_nobody(monkeypatch, torch_home: Path) -> None:
     """The service runs as another account (a system unit under sudo) with this torch cache."""
     account = ServiceAccount("nobody", NOBODY, NOBODY, Path("/nonexistent"), torch_home, "test")
-    monkeypatch.setattr("pipeline.service.service_account", lambda *, user: account)
+    monkeypatch.setattr("pipeline.service.install.service_account", lambda *, user: account)
 
 
 def _torch_problems(plan) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import synthetic_photo
 from pipeline.cli import main
-from pipeline.sidecar import read_sidecar, sidecar_path
+from pipeline.job.sidecar import read_sidecar, sidecar_path
 
 STAGES = {"load", "preprocess", "stylize", "postprocess", "save"}
 LOSS_TERMS = {"content", "style", "tv", "total"}
@@ -95,7 +95,7 @@ def test_a_result_whose_sidecar_cannot_be_written_is_taken_back_with_a_clear_err
     def disk_full(result: object, ctx: object) -> Path:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("pipeline.job.write_sidecar", disk_full)
+    monkeypatch.setattr("pipeline.job.runner.write_sidecar", disk_full)
     assert main(["process", str(photo), "-c", str(config_file)]) == 1
     assert not any((config_file.parent / "outbox" / "tiny").glob("holiday*"))
     [line] = capsys.readouterr().err.splitlines()

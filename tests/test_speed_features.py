@@ -14,11 +14,11 @@ import torch
 
 from conftest import synthetic_photo, synthetic_style
 from pipeline.app import load_app
-from pipeline.job import JobRequest
-from pipeline.nst.engine import EngineSettings, stylize
-from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
-from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
-from pipeline.worker import Worker
+from pipeline.job.runner import JobRequest
+from pipeline.engine.nst.engine import EngineSettings, stylize
+from pipeline.engine.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+from pipeline.engine.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.execution.worker import Worker
 from plugins.vgg_style.transfer import style_cache
 
 LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -137,8 +137,8 @@ OOM_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
     from pipeline.app import load_app
-    from pipeline.job import JobRequest
-    from pipeline.worker import Worker
+    from pipeline.job.runner import JobRequest
+    from pipeline.execution.worker import Worker
 
     photo, margin_mb, out = Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     worker = Worker(load_app(Path(sys.argv[1])))

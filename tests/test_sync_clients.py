@@ -28,8 +28,8 @@ from watchdog.observers import Observer
 
 from conftest import REPO, one_scale
 from daemon_support import DaemonProcess, SharedDaemon, daemon_config, drop, files_under, jpeg_bytes, wait_for
-from pipeline.completeness import ZERO_RUN, ZeroRunFinder, first_hole, incomplete_reason
-from pipeline.sidecar import read_sidecar
+from pipeline.files.completeness import ZERO_RUN, ZeroRunFinder, first_hole, incomplete_reason
+from pipeline.job.sidecar import read_sidecar
 
 PRESETS = ("replaced", "inplace", "dots", "outbox", "same", "linked", "presized", "resend", "rsync")
 RSYNC = shutil.which("rsync")
@@ -339,9 +339,9 @@ def test_holes_and_zero_runs_are_evidence_and_a_whole_photo_has_neither(tmp_path
 def test_a_partial_copy_failed_after_the_grace_gets_a_true_note_once_the_photo_is_done(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from pipeline.disposal import error_note_path
-    from pipeline.originals import Originals
-    from pipeline.photo_file import FileIdentity
+    from pipeline.daemon.disposal import error_note_path
+    from pipeline.daemon.originals import Originals
+    from pipeline.files.photo_file import FileIdentity
 
     config = SimpleNamespace(watch=SimpleNamespace(after="move", retry_seconds=1, retry_max_seconds=1),
                              processed=tmp_path / "processed", failed=tmp_path / "failed")

@@ -22,7 +22,7 @@ from daemon_support import DaemonProcess, daemon_config, drop, files_under, jpeg
 from pipeline.commands.process import one_line
 from pipeline.commands.status import render
 from pipeline.logs import JsonFormatter, TextFormatter
-from pipeline.textsafe import printable, quoted, safe_json
+from pipeline.files.textsafe import printable, quoted, safe_json
 
 # What a hostile name may hold: a fake next log line, terminal escape codes (clear screen, set the window
 # title, an 8-bit CSI), a fake field, Unicode line separators, a bidi override, undecodable bytes.

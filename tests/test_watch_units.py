@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DEFAULT_IGNORE, WatchOptions
-from pipeline.ledger import Ledger, job_key
-from pipeline.watch import StabilityGate, is_candidate, preset_for, scan
+from pipeline.daemon.ledger import Ledger, job_key
+from pipeline.daemon.watch import StabilityGate, is_candidate, preset_for, scan
 
 OPTIONS = WatchOptions()
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import weights as weights_module
-from pipeline.nst.layer_names import LAYER_NAMES
-from pipeline.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
-from pipeline.weights import load_features, trimmed_path, weights_identity
+from pipeline.engine import weights as weights_module
+from pipeline.engine.nst.layer_names import LAYER_NAMES
+from pipeline.engine.nst.layers import FeatureExtractor, init_like_torchvision, vgg19_features
+from pipeline.engine.weights import load_features, trimmed_path, weights_identity
 
 
 @pytest.fixture(autouse=True)

@@ -24,10 +24,10 @@ from typing import Any
 
 from pipeline.app import App
 from pipeline.errors import PhotostyleError
-from pipeline.gallery import Card, collect, write_gallery
-from pipeline.sidecar import record_path
-from pipeline.textsafe import printable
-from pipeline.thumbnails import is_inside, thumbnail_from_file
+from pipeline.gallery.page import Card, collect, write_gallery
+from pipeline.job.sidecar import record_path
+from pipeline.files.textsafe import printable
+from pipeline.gallery.thumbnails import is_inside, thumbnail_from_file
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from pipeline.app import App
 from pipeline.config import PluginOptions, build_config_model, validate_plugin_options
 from pipeline.errors import ConfigError
 from pipeline.plugin_host import load_plugins
-from pipeline.sync_roots import failed_outside, unsafe_after
-from pipeline.yamlsource import YamlSyntaxError, read_yaml
+from pipeline.daemon.sync_roots import failed_outside, refuse_unsafe_after
+from pipeline.config.yamlsource import YamlSyntaxError, read_yaml
 
 
 def check(app: App) -> str:
@@ -22,13 +22,6 @@ def check(app: App) -> str:
     if warning:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
-
-
-def refuse_unsafe_after(app: App) -> None:
-    """Raise ConfigError when moving or deleting originals would delete them on a sync client's other devices."""
-    problem = unsafe_after(app.config)
-    if problem is not None:
-        raise ConfigError([f"{app.config_path}: {problem}"])
 
 
 def schema(config_path: Path) -> str:

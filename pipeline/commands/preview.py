@@ -24,10 +24,10 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from pipeline.app import App
 from pipeline.commands.process import one_line, progress_bar
 from pipeline.errors import ConfigError, PhotostyleError
-from pipeline.fileops import write_bytes_atomic
-from pipeline.imageio import load_photo, resize_long_edge
-from pipeline.job import JobRequest
-from pipeline.worker import Worker
+from pipeline.files.fileops import write_bytes_atomic
+from pipeline.job.imageio import load_photo, resize_long_edge
+from pipeline.job.runner import JobRequest
+from pipeline.execution.worker import Worker
 
 DEFAULT_SIZE = 160  # px, long edge of each cell (the working size of each preview)
 MIN_SIZE = 16  # the smallest working size a preset allows

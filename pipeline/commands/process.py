@@ -1,6 +1,6 @@
 """``photostyle process PHOTO...``: the stage chain on each photo, once, in the foreground.
 
-The photos go through the daemon's own coordinator (:class:`~pipeline.dispatch.Dispatcher`)
+The photos go through the daemon's own coordinator (:class:`~pipeline.daemon.dispatch.Dispatcher`)
 and the configured executor: with ``executor: local`` (the default) one worker
 thread in this process runs them in turn; with Ray they fan out over its workers.
 Either way each result comes back as bytes and is published here, as the daemon
@@ -21,20 +21,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.app import App
-from pipeline.context import JobResult
+from pipeline.job.context import JobResult
 from pipeline.errors import ConfigError
-from pipeline.dispatch import Dispatcher, WorkItem
-from pipeline.executor import Executor, make_executor
-from pipeline.fileops import staging_folder, use_staging_folder
-from pipeline.ledger import NoLedger
-from pipeline.textsafe import printable
+from pipeline.daemon.dispatch import Dispatcher, WorkItem
+from pipeline.execution.local import Executor, make_executor
+from pipeline.files.fileops import staging_folder, use_staging_folder
+from pipeline.daemon.ledger import NoLedger
+from pipeline.files.textsafe import printable
 
 
 def one_line(path: Path, error: BaseException) -> str:
     """``PATH: reason`` on a single line, whatever the error's own text or the photo's name look like.
 
     Names may hold newlines, escape codes or undecodable bytes: all are shown as
-    escapes (:func:`pipeline.textsafe.printable`), so the line prints anywhere.
+    escapes (:func:`pipeline.files.textsafe.printable`), so the line prints anywhere.
     """
     message = " ".join(printable(error).split())
     name = printable(path)
@@ -62,7 +62,7 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
             executor: Executor | None = None) -> int:
     """Every photo through the configured executor and the daemon's own coordinator; exit status 1 if any failed.
 
-    The :class:`~pipeline.dispatch.Dispatcher` that the daemon uses runs the photos
+    The :class:`~pipeline.daemon.dispatch.Dispatcher` that the daemon uses runs the photos
     here too, on either executor: the same batching, the same safe read, the same
     requeue of a photo whose worker died (up to ``executor.max_attempts``), the same
     publishing. What differs is what is kept: no ledger, the photos stay where they
@@ -75,7 +75,7 @@ def process(app: App, photos: Sequence[Path], preset: str | None, output_dir: Pa
     use_staging_folder(staging_folder(app.config.state))  # temp files stay out of the outbox (README, sync clients)
     wake = threading.Event()
     if executor is None and app.config.executor.kind == "ray":
-        from pipeline.ray_executor import RayExecutor
+        from pipeline.execution.ray.executor import RayExecutor
 
         # unlike the daemon, a one-off command says the cluster cannot be reached and stops
         executor = RayExecutor(app.config.executor, wake, wait_for_cluster=False)

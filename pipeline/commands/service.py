@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.app import App
-from pipeline.service import UnitRefused, install, plan_install
+from pipeline.service.install import UnitRefused, install, plan_install
 
 
 def service_install(app: App, *, user: bool, dry_run: bool, force: bool = False) -> str:

@@ -1,8 +1,8 @@
 """``photostyle show OUTPUT``: how a result was made, from its sidecar.
 
 A sidecar sits in a synced outbox others can write, and names the photo it came
-from: every value is printed through :func:`~pipeline.textsafe.printable` (or, with
-``--json``, :func:`~pipeline.textsafe.safe_json`), so no name or setting can put
+from: every value is printed through :func:`~pipeline.files.textsafe.printable` (or, with
+``--json``, :func:`~pipeline.files.textsafe.safe_json`), so no name or setting can put
 escape codes on the terminal or break a line.
 """
 
@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.sidecar import read_sidecar, record_path
-from pipeline.textsafe import printable, safe_json
+from pipeline.job.sidecar import read_sidecar, record_path
+from pipeline.files.textsafe import printable, safe_json
 
 
 def _number(value: Any) -> str:

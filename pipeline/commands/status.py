@@ -17,10 +17,10 @@ from typing import Any
 
 from pipeline.app import default_config_path, load_app
 from pipeline.config import resolve_config_path
-from pipeline.state_files import LEDGER_FILE, STATUS_FILE
+from pipeline.daemon.state_files import LEDGER_FILE, STATUS_FILE
 from pipeline.errors import ConfigError, PhotostyleError
-from pipeline.ledger import Ledger, LedgerError
-from pipeline.yamlsource import read_yaml
+from pipeline.daemon.ledger import Ledger, LedgerError
+from pipeline.config.yamlsource import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def status_report(state: Path) -> dict[str, Any]:
 
 def render_workers(workers: list[dict[str, Any]]) -> list[str]:
     """One line per worker: name, node, device, running photo and progress, photos done, last error."""
-    from pipeline.textsafe import printable
+    from pipeline.files.textsafe import printable
 
     lines = ["workers:"] if workers else []
     for worker in workers:
@@ -129,7 +129,7 @@ def render_workers(workers: list[dict[str, Any]]) -> list[str]:
 
 def render(report: dict[str, Any]) -> str:
     """The report as lines for a terminal; names and errors come from the inbox, so each is made printable."""
-    from pipeline.textsafe import printable as p  # imported here: the rest of this module is edited elsewhere
+    from pipeline.files.textsafe import printable as p  # imported here: the rest of this module is edited elsewhere
 
     lines = [f"daemon: {p(report['daemon'])}" + (f" (pid {p(report['pid'])})" if report["daemon"] == "running" else "")]
     if report["daemon"] == "running":

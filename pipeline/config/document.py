@@ -21,7 +21,7 @@ from pipeline.config.folders import folder_problems, preset_name_problems, style
 from pipeline.config.messages import ProblemCollector, data_path, did_you_mean, pydantic_message, where_written
 from pipeline.config.models import ConfigBase, PluginOptions, PresetFields, build_config_model, resolve_config_path
 from pipeline.errors import ConfigError
-from pipeline.yamlsource import YamlDocument
+from pipeline.config.yamlsource import YamlDocument
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

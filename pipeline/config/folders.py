@@ -27,7 +27,7 @@ PRESET_NAME_RULE = (
     f"at most {PRESET_NAME_MAX} characters"
 )
 
-#: The gallery's page, ``outbox/index.html`` (:mod:`pipeline.gallery` takes its name from here).
+#: The gallery's page, ``outbox/index.html`` (:mod:`pipeline.gallery.page` takes its name from here).
 GALLERY_PAGE = "index.html"
 #: What photostyle itself keeps at the top of the outbox, beside the preset folders: a preset of one of
 #: these names (compared ignoring case, for case-insensitive file systems) could never save a result.

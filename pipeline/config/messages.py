@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.yamlsource import KeyPath, YamlDocument
+from pipeline.config.yamlsource import KeyPath, YamlDocument
 
 
 def did_you_mean(value: Any, choices: Iterable[Any]) -> str:

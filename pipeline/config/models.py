@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from pipeline.config.messages import did_you_mean
-from pipeline.nst.layer_names import LAYER_NAMES
+from pipeline.engine.nst.layer_names import LAYER_NAMES
 
 #: A plugin's contribution to the preset model: section name -> (annotation, default).
 PresetFields = Mapping[str, tuple[Any, Any]]

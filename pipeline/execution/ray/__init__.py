@@ -1,0 +1,1 @@
+"""The Ray executor: a driver process per cluster, workers that render on cluster nodes."""

@@ -1,0 +1,1 @@
+"""One photo through the stages: decode, the plugin stages, publishing, the sidecar."""

@@ -1,0 +1,1 @@
+"""Running as a systemd service: writing a unit that can work."""

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from pipeline.context import JobContext, StylePreparation
+from pipeline.job.context import JobContext, StylePreparation
 from pipeline.hookspecs import hookimpl
 
 ColorMode = Literal["none", "histogram", "luminance", "luminance_transfer", "channels"]

@@ -6,7 +6,7 @@ was used. Only results inside the configured outbox are shown: ``process -o DIR`
 and ``photostyle preview`` (which renders into a temp folder) leave the gallery
 alone. A gallery that cannot be written never fails the job: it is a view of the
 results, and the result itself is already saved. The page is updated from an
-index of cards (:func:`pipeline.gallery.add_to_gallery`), so a job reads its own
+index of cards (:func:`pipeline.gallery.page.add_to_gallery`), so a job reads its own
 sidecar only, however many results the outbox holds.
 """
 
@@ -16,13 +16,13 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from pipeline.context import JobContext, JobResult
+from pipeline.job.context import JobContext, JobResult
 from pipeline.errors import PhotostyleError
-from pipeline.gallery import add_to_gallery
+from pipeline.gallery.page import add_to_gallery
 from pipeline.hookspecs import hookimpl
-from pipeline.imageio import load_photo
-from pipeline.textsafe import printable
-from pipeline.thumbnails import is_inside, thumbnail_paths, write_thumbnail
+from pipeline.job.imageio import load_photo
+from pipeline.files.textsafe import printable
+from pipeline.gallery.thumbnails import is_inside, thumbnail_paths, write_thumbnail
 
 
 def _sources(ctx: JobContext, result: JobResult) -> dict[str, Callable[[], Image.Image | None]]:

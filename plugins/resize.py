@@ -11,9 +11,9 @@ from typing import Annotated, Any
 from PIL import Image
 from pydantic import Field
 
-from pipeline.context import JobContext
+from pipeline.job.context import JobContext
 from pipeline.hookspecs import hookimpl
-from pipeline.imageio import resize_long_edge
+from pipeline.job.imageio import resize_long_edge
 
 
 @hookimpl

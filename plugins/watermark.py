@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import Field, model_validator
 
 from pipeline.config import ConfigPath, Strict
-from pipeline.context import JobContext
+from pipeline.job.context import JobContext
 from pipeline.hookspecs import hookimpl
 
 Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"]

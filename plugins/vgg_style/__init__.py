@@ -15,7 +15,7 @@ from pipeline.hookspecs import hookimpl
 if TYPE_CHECKING:
     from PIL import Image
 
-    from pipeline.context import JobContext, WorkerResources
+    from pipeline.job.context import JobContext, WorkerResources
 
 
 @hookimpl

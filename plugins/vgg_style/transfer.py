@@ -1,4 +1,4 @@
-"""The ``vgg_style`` stage's work: the bridge between a preset and the engine in ``pipeline.nst``.
+"""The ``vgg_style`` stage's work: the bridge between a preset and the engine in ``pipeline.engine.nst``.
 
 It loads the network once per worker (``prepare``), turns the photo and the
 style images into tensors at the preset's sizes, computes the style targets once
@@ -23,17 +23,17 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pipeline.context import JobContext, StylePreparation, WorkerResources
-from pipeline.imageio import load_photo, resize_long_edge
-from pipeline.nst.engine import EngineSettings, Progress, initial_image, stylize as run_engine
-from pipeline.nst.layer_names import min_side
-from pipeline.nst.layers import FeatureExtractor
-from pipeline.nst.objective import Objective, ObjectiveWeights, style_targets
-from pipeline.nst.schedule import EvaluationCosts
-from pipeline.tensors import image_to_tensor, tensor_to_image
-from pipeline.hashing import stable_file_hash
-from pipeline.style_cache import Lookup, StyleTargetCache, targets_key
-from pipeline.weights import load_features, weights_identity
+from pipeline.job.context import JobContext, StylePreparation, WorkerResources
+from pipeline.job.imageio import load_photo, resize_long_edge
+from pipeline.engine.nst.engine import EngineSettings, Progress, initial_image, stylize as run_engine
+from pipeline.engine.nst.layer_names import min_side
+from pipeline.engine.nst.layers import FeatureExtractor
+from pipeline.engine.nst.objective import Objective, ObjectiveWeights, style_targets
+from pipeline.engine.nst.schedule import EvaluationCosts
+from pipeline.engine.tensors import image_to_tensor, tensor_to_image
+from pipeline.files.hashing import stable_file_hash
+from pipeline.engine.style_cache import Lookup, StyleTargetCache, targets_key
+from pipeline.engine.weights import load_features, weights_identity
 
 
 # Working memory of one optimisation (activations, gradients, up to 60 L-BFGS history pairs) per

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     service_install.add_argument("--force", action="store_true",
                                  help="write the unit even if it cannot work (a folder its sandbox hides, "
                                       "weights its account cannot read); without it, exit 2 saying why")
+
+    init = commands.add_parser("init", help="write a commented config.yaml, the bundled styles and the folders into DIR")
+    init.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR",
+                      help="the folder to set up (default: the current one); an existing config.yaml is kept")
 
     commands.add_parser("check", parents=[common], help="validate the config; exit 2 listing every problem")
     commands.add_parser("schema", parents=[common], help="print the config's JSON Schema")
@@ -105,10 +110,28 @@ def _configured_weights(config: Path | None) -> str:
     return load_app(config).config.model.weights
 
 
+def _require_config(config: Path | None) -> None:
+    """``watch`` and ``process`` without a config: say that ``photostyle init`` writes one, in one line."""
+    from pipeline.app import CONFIG_ENV, default_config_path
+
+    path = Path(config or default_config_path()).expanduser().absolute()
+    if not path.is_file():
+        here = "" if path.parent == Path.cwd().absolute() else f" {shlex.quote(str(path.parent))}"
+        raise ConfigError([f"{path}: config file not found; `photostyle init{here}` writes one there with the "
+                           f"bundled styles and the folders (or use -c FILE or set ${CONFIG_ENV})"])
+
+
 def _run(args: argparse.Namespace) -> int:
     from pipeline.app import default_config_path, load_app
     from pipeline.commands import info
 
+    if args.command == "init":
+        from pipeline.commands.init import init
+
+        print(init(args.dir))
+        return 0
+    if args.command in ("watch", "process"):
+        _require_config(args.config)
     if args.command == "schema":
         print(info.schema(args.config or default_config_path()))
         return 0

@@ -85,9 +85,12 @@ def status_report(state: Path) -> dict[str, Any]:
     live = _read_status(state)
     running = bool(live) and not live.get("stopped") and _alive(int(live.get("pid", 0)))
     report: dict[str, Any] = {"daemon": "running" if running else "not running", "pid": live.get("pid") if live else None}
+    waiting: list[dict[str, Any]] = []
     if live and running:
         report.update({key: live[key] for key in ("queued", "waiting_retry", "settling", "running")})
         report["workers"] = live.get("workers") or []
+        waiting = waiting_for_writers(live)
+        report["waiting_writer"] = waiting
     ledger_path = state / LEDGER_FILE
     report["counts"], report["last_errors"] = {}, []
     if ledger_path.exists():
@@ -105,6 +108,45 @@ def status_report(state: Path) -> dict[str, Any]:
             report["ledger_error"] = " ".join(str(exc).split())
     else:
         report["counts"], report["last_errors"] = {}, []
+    return not_failed_yet(report, waiting)
+
+
+def waiting_for_writers(live: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
+    """The status file's photos waiting for their writer, with the seconds left counted from ``now``.
+
+    The file is written every second; ``fails_at`` (wall clock) makes the seconds left right when it is read.
+    """
+    now = time.time() if now is None else now
+    waiting = []
+    for entry in live.get("waiting_writer") or []:
+        try:
+            left = max(0.0, float(entry["fails_at"]) - now)
+        except (KeyError, TypeError, ValueError):
+            left = float(entry.get("seconds_left") or 0.0)
+        waiting.append({**entry, "seconds_left": round(left, 1)})
+    return waiting
+
+
+def not_failed_yet(report: dict[str, Any], waiting: list[dict[str, Any]]) -> dict[str, Any]:
+    """Count a photo that waits in the inbox for its writer as waiting, not as failed.
+
+    A photo that failed to load stays in the inbox for ``watch.incomplete_grace`` and is failed only if it
+    is still unfinished then; the ledger records the failure at once. While it waits, it is taken out of
+    ``failed`` and of the last errors (its newest error of that file and preset), and counted in ``waiting``.
+    """
+    counts = report["counts"]
+    pending = [entry for entry in waiting if entry.get("counted_failed")]
+    if counts:
+        counts["failed"] = max(0, counts.get("failed", 0) - len(pending))
+    if waiting:
+        counts["waiting"] = len(waiting)
+    errors = list(report["last_errors"])
+    for entry in pending:
+        for error in errors:  # newest first
+            if error["file"] == entry["file"] and error["preset"] == entry["preset"]:
+                errors.remove(error)
+                break
+    report["last_errors"] = errors
     return report
 
 
@@ -127,6 +169,20 @@ def render_workers(workers: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def render_waiting(waiting: list[dict[str, Any]]) -> list[str]:
+    """One line per photo waiting in the inbox for its writer, with the seconds left before it is failed."""
+    from pipeline.files.textsafe import printable as p
+
+    if not waiting:
+        return []
+    lines = [f"waiting for the writer: {len(waiting)} (in the inbox, unfinished; each moves to failed/ if it "
+             "is still so when its time is up, and is taken again if it changes)"]
+    for entry in waiting:
+        lines.append(f"  {p(entry['file'])} [{p(entry['preset'])}]: {entry['seconds_left']:.0f} s left; "
+                     f"{p(entry.get('reason') or 'looks unfinished')}")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as lines for a terminal; names and errors come from the inbox, so each is made printable."""
     from pipeline.files.textsafe import printable as p  # imported here: the rest of this module is edited elsewhere
@@ -143,11 +199,13 @@ def render(report: dict[str, Any]) -> str:
         else:
             lines.append("running: nothing")
         lines += render_workers(report.get("workers") or [])
+        lines += render_waiting(report.get("waiting_writer") or [])
     if report.get("ledger_error"):
         lines.append(f"ledger: cannot be read: {p(report['ledger_error'])}")
     counts = report["counts"]
     lines.append(f"done: {counts.get('done', 0)}, failed: {counts.get('failed', 0)}, "
-                 f"queued: {counts.get('queued', 0)}, running: {counts.get('running', 0)}")
+                 f"queued: {counts.get('queued', 0)}, running: {counts.get('running', 0)}"
+                 + (f", waiting for the writer: {counts['waiting']}" if counts.get("waiting") else ""))
     if report["last_errors"]:
         lines.append("last errors:")
         for error in report["last_errors"]:

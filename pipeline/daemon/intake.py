@@ -66,7 +66,7 @@ class Intake:
         self._last_rescan = 0.0
         self._deferred: dict[Path, float] = {}  # the ledger could not take them: look again at this time
         self._settings_hashes: dict[str, str] = {}
-        self._incomplete: dict[Path, tuple[FileIdentity, float]] = {}  # looks unfinished: identity, first seen
+        self._incomplete: dict[Path, tuple[FileIdentity, float, str]] = {}  # looks unfinished: identity, first seen, why
         self._same_content: dict[Path, str] = {}  # waits for the queued photo with this key to settle
         self._warned_folders: set[str] = set()  # "not a preset": once per folder per run
         self.rescans = 0  # full scans done since start
@@ -271,7 +271,7 @@ class Intake:
         now = time.monotonic()
         seen = self._incomplete.get(path)
         if seen is None or seen[0] != identity:
-            seen = self._incomplete[path] = (identity, now)
+            seen = self._incomplete[path] = (identity, now, reason)
             log.info("looks unfinished; waiting for its writer", extra={"fields": {
                 "file": path, "reason": reason, "up_to_seconds": self.config.watch.incomplete_grace}})
         grace = self.config.watch.incomplete_grace
@@ -281,6 +281,18 @@ class Intake:
                                 partial=True)
             return
         self._deferred[path] = now + min(INCOMPLETE_RECHECK_SECONDS, max(grace, 0.1))
+
+    def waiting_for_writers(self) -> list[dict[str, Any]]:
+        """Files that look unfinished and wait for their writer: file, preset, why, seconds left before they fail."""
+        now, grace = time.monotonic(), self.config.watch.incomplete_grace
+        waiting = []
+        for path, (_, seen, reason) in self._incomplete.items():
+            if not os.path.lexists(path):  # deleted meanwhile: it is forgotten at its next look
+                continue
+            preset, _ = preset_for(path, self.config.inbox, self.config.presets, self.config.default_preset)
+            waiting.append({"file": str(path), "preset": preset, "reason": reason,
+                            "seconds_left": max(0.0, grace - (now - seen))})
+        return waiting
 
     def idle(self) -> bool:
         """Nothing is waiting to be fingerprinted: what is queued now is all there is for the moment."""

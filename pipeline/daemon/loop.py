@@ -30,8 +30,9 @@ from typing import Any
 
 from pipeline.app import App, load_app
 from pipeline.config import style_folder_images
-from pipeline.daemon.dispatch import Dispatcher
+from pipeline.daemon.dispatch import Dispatcher, WorkItem, reason_of, stage_of
 from pipeline.errors import PhotostyleError
+from pipeline.files.photo_file import FileIdentity
 from pipeline.execution.local import Executor, make_executor
 from pipeline.daemon.sync_roots import refuse_unsafe_after
 from pipeline.files.fileops import (clean_staging, restore_parked, staging_folder, staging_shares_filesystem,
@@ -148,6 +149,8 @@ class Daemon:
         self.originals: Originals | None = None
         self._styles_loaded = self._styles_seen = self._styles_listing()
         self._styles_checked = self._styles_changed = 0.0
+        #: Photos that failed to load and wait in the inbox for watch.incomplete_grace (see _on_failed).
+        self._load_failures: dict[Path, tuple[str, FileIdentity | None, float, str]] = {}
 
     @property
     def config(self) -> Any:
@@ -208,7 +211,8 @@ class Daemon:
         self.executor = make_executor(self.app, self.wake)
         self.executor.start(self.app)  # missing weights refuse the start here, before READY
         self.originals = Originals(lambda: self.config, self._retake)
-        self.dispatcher = Dispatcher(lambda: self.app, self.ledger, self.executor, self.originals, self._retake)
+        self.dispatcher = Dispatcher(lambda: self.app, self.ledger, self.executor, self.originals, self._retake,
+                                     on_failed=self._on_failed)
         self.intake = Intake(lambda: self.app, self.ledger, self.dispatcher, self.originals, self.wake)
         self.dispatcher.intake_idle = self.intake.idle  # a suspect photo runs only once the others are queued
 
@@ -381,6 +385,44 @@ class Daemon:
                 return worker.running
         return None
 
+    def _on_failed(self, item: WorkItem, error: PhotostyleError) -> None:
+        """A photo that failed to load stays in the inbox for ``incomplete_grace`` (Originals): remember it for status.
+
+        The ledger already counts it as failed; ``photostyle status`` shows it as waiting instead, while it is
+        in the inbox unchanged and its time is not up.
+        """
+        grace = self.config.watch.incomplete_grace
+        if stage_of(error) == "load" and grace > 0:
+            self._load_failures[item.path] = (item.preset, item.identity, time.monotonic() + grace,
+                                              reason_of(error, item.path))
+
+    def _waiting_for_writers(self) -> list[dict[str, Any]]:
+        """Photos in the inbox that wait for their writer before they are failed, with the seconds left.
+
+        Two kinds: files that look unfinished, held by intake (never counted as failed), and photos that failed
+        to load, left in the inbox for ``watch.incomplete_grace`` (the ledger counts them as failed:
+        ``counted_failed`` lets ``status`` count them as waiting instead). Gone, changed (taken again) or out
+        of time, a photo is no longer waiting.
+        """
+        assert self.intake is not None
+        waiting = [{**entry, "counted_failed": False} for entry in self.intake.waiting_for_writers()]
+        now = time.monotonic()
+        for path, (preset, identity, deadline, reason) in list(self._load_failures.items()):
+            try:
+                unchanged = identity is None or FileIdentity.of(path.lstat()) == identity
+            except OSError:
+                unchanged = False
+            if not unchanged or now >= deadline:
+                del self._load_failures[path]
+                continue
+            waiting.append({"file": str(path), "preset": preset, "reason": reason, "seconds_left": deadline - now,
+                            "counted_failed": True})
+        wall = time.time()
+        for entry in waiting:
+            entry["seconds_left"] = round(entry["seconds_left"], 1)
+            entry["fails_at"] = wall + entry["seconds_left"]
+        return waiting
+
     def _status_line(self) -> str:
         dispatcher = self.dispatcher
         if dispatcher is None:
@@ -408,6 +450,7 @@ class Daemon:
             "queued": self.dispatcher.queued,
             "waiting_retry": self.dispatcher.waiting_retry,
             "settling": len(self.intake.gate),
+            "waiting_writer": self._waiting_for_writers(),
             "rescans": self.intake.rescans,
             "running": self._running_view(),
             "workers": [worker.as_json() for worker in self.executor.workers()],

@@ -57,11 +57,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [wheel] = wheels.glob("photostyle-*.whl")
     _ok(_run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=base))
     python = venv / "bin" / "python"
+    _ok(_run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index",
+             wheel, cwd=base))
+    # Only now the test's packages: pip installing the wheel sees no photostyle (the checkout's) in the venv.
     purelib = _ok(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base))
     ours = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
     Path(purelib.stdout.strip(), "_photostyle_test_deps.pth").write_text("\n".join(sorted(ours)) + "\n")
-    _ok(_run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index",
-             wheel, cwd=base))
     shutil.rmtree(source)  # nothing of the sources is left to be found by accident
     where = _ok(_run(python, "-c", "import pipeline; print(pipeline.__file__)", cwd=base)).stdout.strip()
     assert Path(where).is_relative_to(venv), f"pipeline imported from {where}, not from the wheel"

@@ -40,6 +40,7 @@ class BuildPyWithBundle(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return  # the checkout's own files are found where they are
+        shutil.rmtree(Path(self.build_lib) / BUNDLE, ignore_errors=True)  # no style left over from an earlier build
         for source, relative in bundled_files():
             target = Path(self.build_lib) / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("-o", "--output", type=Path, help="sheet file (default: ./<photo stem>-preview.png)")
     preview.add_argument("--size", type=int, metavar="N", help="long edge of each cell in px (default: 160)")
 
+    train = commands.add_parser("train", parents=[common],
+                                help="distil a preset into a fast network (engine: fast); resumes where it stopped")
+    train.add_argument("preset", metavar="PRESET")
+    train.add_argument("--photos", type=Path, action="append", default=[], metavar="DIR",
+                       help="more training photos (default: those in processed/; none: the bundled ones)")
+    train.add_argument("--minutes", type=float, metavar="N", help="stop after N minutes (the model is written)")
+    train.add_argument("--steps", type=int, default=2000, metavar="N", help="steps in all (default: 2000)")
+    train.add_argument("--crop", type=int, default=256, metavar="PX", help="training crop side (default: 256)")
+    train.add_argument("--batch", type=int, default=4, metavar="N", help="crops per step (default: 4)")
+    train.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
+                       help="steps between checkpoints (default: 25)")
+    train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+
     weights = commands.add_parser("weights", help="manage the VGG19 weights")
     weights_commands = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     weights_import = weights_commands.add_parser(
@@ -177,6 +190,12 @@ def _run(args: argparse.Namespace) -> int:
         from pipeline.commands.process import process
 
         return process(app, args.photos, args.preset, args.output_dir, args.json)
+    elif args.command == "train":
+        from pipeline.commands.train import TrainingOptions, train
+
+        options = TrainingOptions(photos=tuple(args.photos), steps=args.steps, minutes=args.minutes, fresh=args.fresh,
+                                  crop=args.crop, batch=args.batch, checkpoint_every=args.checkpoint_every)
+        print(train(app, args.preset, options))
     elif args.command == "gallery":
         from pipeline.commands.gallery import gallery
 

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from pipeline.job.context import JobContext, JobResult, StylePreparation, WorkerResources
+    from pipeline.job.training import TrainedModel, TrainingCallbacks, TrainingRequest
 
 PROJECT = "photostyle"
 
@@ -137,6 +138,19 @@ def style_preparation(preset: Any) -> Callable[[Image.Image], StylePreparation] 
     in ``prepare`` (an answer means its style targets depend on each photo, so
     none are made in advance) and in ``stylize``; with no plugin answering, it
     does no colour work.
+    """
+
+
+@hookspec(firstresult=True)
+def train_model(preset: Any, request: TrainingRequest, resources: WorkerResources,
+                callbacks: TrainingCallbacks) -> TrainedModel | None:
+    """Firstresult, asked by ``photostyle train``: distil the preset into a feed-forward network.
+
+    The built-in ``vgg_style`` plugin trains the network of Johnson et al. (2016) on
+    the preset's own objective and renders with it for ``engine: fast``. Return
+    ``None`` when the preset is not yours. Report progress and checkpoints through
+    ``callbacks``, poll ``callbacks.should_stop()``, and resume from
+    ``request.checkpoint`` when it is set.
     """
 
 

@@ -27,7 +27,7 @@ def plugin_file(folder: Path, name: str, body: str) -> Path:
 def test_builtins_are_listed_with_source_and_hooks(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins", "-c", str(config_file)]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"vgg_style\s+\(built-in\)\n\s+hooks: prepare, stylize", out)
+    assert re.search(r"vgg_style\s+\(built-in\)\n\s+hooks: prepare, preset_options, stylize, stylize_batch, train_model", out)
     for name in ("color", "resize", "watermark"):
         assert re.search(rf"{name}\s+\(built-in\)\n\s+hooks: postprocess, preset_options", out)
 

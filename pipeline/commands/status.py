@@ -91,6 +91,7 @@ def status_report(state: Path) -> dict[str, Any]:
         report["workers"] = live.get("workers") or []
         waiting = waiting_for_writers(live)
         report["waiting_writer"] = waiting
+    report["models"] = (live.get("models") if live and running else None) or trained_models(state)
     ledger_path = state / LEDGER_FILE
     report["counts"], report["last_errors"] = {}, []
     if ledger_path.exists():
@@ -109,6 +110,35 @@ def status_report(state: Path) -> dict[str, Any]:
     else:
         report["counts"], report["last_errors"] = {}, []
     return not_failed_yet(report, waiting)
+
+
+def trained_models(state: Path) -> dict[str, dict[str, Any]]:
+    """The models in ``state/models`` from their sidecars, for when no daemon has checked them against the config."""
+    from pipeline.engine.fast.model_files import ModelFiles, read_sidecar
+
+    models: dict[str, dict[str, Any]] = {}
+    for path in sorted((state / "models").glob("*.json")) if (state / "models").is_dir() else []:
+        if path.name.endswith(".checkpoint.json"):
+            continue
+        sidecar = read_sidecar(ModelFiles.of(state, path.stem))
+        if sidecar is not None:
+            validation = sidecar.get("curves", {}).get("validation") or [[None, None, None]]
+            models[path.stem] = {"model": "trained (checked against the config when the daemon runs)",
+                                 "steps": sidecar.get("steps"), "trained_at": sidecar.get("trained_at"),
+                                 "validation_loss": validation[-1][2]}
+    return models
+
+
+def render_models(models: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per fast preset or trained model: current, stale (and why), or missing."""
+    from pipeline.files.textsafe import printable as p
+
+    lines = ["models:"] if models else []
+    for name, state in models.items():
+        trained = f", {state['steps']} steps, trained {state['trained_at']}" if state.get("steps") else ""
+        engine = f" (engine: {state['engine']})" if state.get("engine") else ""
+        lines.append(p(f"  {name}{engine}: {state['model']}{trained}"))
+    return lines
 
 
 def waiting_for_writers(live: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
@@ -200,6 +230,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append("running: nothing")
         lines += render_workers(report.get("workers") or [])
         lines += render_waiting(report.get("waiting_writer") or [])
+    lines += render_models(report.get("models") or {})
     if report.get("ledger_error"):
         lines.append(f"ledger: cannot be read: {p(report['ledger_error'])}")
     counts = report["counts"]

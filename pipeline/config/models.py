@@ -220,6 +220,11 @@ class Limits(Strict):
         1_000_000_000, ge=1,
         description="Largest photo file accepted, in bytes; bigger files are failed before a byte is read.",
     )
+    max_output_pixels: int = Field(
+        24_000_000, ge=1,
+        description="Largest result a fast preset (engine: fast) renders, width × height; a larger photo is "
+        "rendered at the largest size within it (aspect kept).",
+    )
     memory_mb: int | None = Field(
         None, ge=64,
         description="Memory the style transfer may use beyond the loaded model; a working size that would "

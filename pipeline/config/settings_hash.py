@@ -59,3 +59,29 @@ def settings_hash(config: Any, preset_name: str) -> str:
     document = {"preset": settings, "model": model}
     encoded = json.dumps(document, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+#: The preset keys that define its objective (Gatys et al. 2016, eq. 7) and the scale it sees the style at.
+OBJECTIVE_KEYS = ("size", "style_scale", "content_weight", "style_weight", "tv_weight", "content_layers",
+                  "style_layers", "style_layer_weights", "preserve_color")
+
+
+def objective_document(config: Any, preset_name: str) -> dict[str, Any]:
+    """What a fast preset's network was trained to minimise: the preset's objective, style images and weights.
+
+    Keys that change only how a result is found or saved (``iterations``,
+    ``engine``, ``output``, ``schedule``) are left out: a model stays current when
+    they change. ``preserve_color`` counts, since two of its modes change what the
+    network sees.
+    """
+    preset = config.presets[preset_name]
+    settings = {key: getattr(preset, key) for key in OBJECTIVE_KEYS if getattr(preset, key, None) is not None}
+    settings["style"] = [{"sha256": stable_file_hash(ref.image), "weight": ref.weight} for ref in preset.style_images]
+    return {"preset": settings, "model": {"weights": _weights_identity(config.model.weights),
+                                          "pooling": config.model.pooling}}
+
+
+def objective_hash(config: Any, preset_name: str) -> str:
+    """A short name for :func:`objective_document`: a model trained under another is stale."""
+    encoded = json.dumps(objective_document(config, preset_name), sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]

@@ -34,6 +34,7 @@ from pipeline.daemon.dispatch import Dispatcher, WorkItem, reason_of, stage_of
 from pipeline.errors import PhotostyleError
 from pipeline.files.photo_file import FileIdentity
 from pipeline.execution.local import Executor, make_executor
+from pipeline.daemon.fast_models import log_model_states
 from pipeline.daemon.sync_roots import refuse_unsafe_after
 from pipeline.files.fileops import (clean_staging, restore_parked, staging_folder, staging_shares_filesystem,
                               use_staging_folder, write_text_atomic)
@@ -210,6 +211,7 @@ class Daemon:
             log.info("completed jobs whose results were saved before a crash", extra={"fields": {"count": completed}})
         self.executor = make_executor(self.app, self.wake)
         self.executor.start(self.app)  # missing weights refuse the start here, before READY
+        self.models = log_model_states(self.config)
         self.originals = Originals(lambda: self.config, self._retake)
         self.dispatcher = Dispatcher(lambda: self.app, self.ledger, self.executor, self.originals, self._retake,
                                      on_failed=self._on_failed)
@@ -372,6 +374,7 @@ class Daemon:
         self.executor.reload(new_app)
         self._styles_loaded = self._styles_seen = self._styles_listing()
         self.intake.reloaded(old)
+        self.models = log_model_states(self.config)
         log.info("config reloaded", extra={"fields": {"presets": ",".join(self.config.presets)}})
         self.notifier.ready(self._status_line())
 
@@ -452,6 +455,7 @@ class Daemon:
             "settling": len(self.intake.gate),
             "waiting_writer": self._waiting_for_writers(),
             "rescans": self.intake.rescans,
+            "models": self.models,
             "running": self._running_view(),
             "workers": [worker.as_json() for worker in self.executor.workers()],
         }

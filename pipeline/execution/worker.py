@@ -14,6 +14,7 @@ from pipeline.job.context import JobResult, WorkerResources
 from pipeline.engine.device import resolve_device
 from pipeline.errors import PhotostyleError, StageError, brief
 from pipeline.job.runner import JobRequest, Rendered, render_jobs, run_job, run_jobs
+from pipeline.job.training import TrainedModel, TrainingCallbacks, TrainingRequest
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,16 @@ class Worker:
             error = StageError("processing", None, f"internal error: {brief(exc)}")
             return [error] * len(requests)
         return [outcome for outcome, _ in pairs]
+
+    def train(self, request: TrainingRequest, callbacks: TrainingCallbacks) -> TrainedModel:
+        """Train a fast preset's network here (the local process, or a Ray task); see ``photostyle train``."""
+        self.prepare(request.preset)
+        model = self.app.host.pm.hook.train_model(preset=self.app.config.presets[request.preset], request=request,
+                                                  resources=self.resources, callbacks=callbacks)
+        if model is None:
+            raise PhotostyleError(f"preset {request.preset!r}: no plugin trains a fast model for it "
+                                  "(the built-in vgg_style is disabled?)")
+        return model
 
     def run_batch(
         self,

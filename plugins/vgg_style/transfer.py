@@ -219,7 +219,8 @@ def _release_memory(device: str) -> None:
             pass
 
 
-def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: int) -> list[Image.Image]:
+def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: int,
+                      start: Image.Image | None = None) -> list[Image.Image]:
     """One optimisation for photos of one preset whose working sizes match; fills each ``ctx.report``.
 
     Several photos become one batch (B, 3, H, W): the objective is the sum of
@@ -258,8 +259,10 @@ def _stylize_together(images: list[Image.Image], ctxs: list[JobContext], size: i
 
     # measured seconds per evaluation, kept by the worker: a time budget is planned with known costs
     costs = ctx.resources.cache.setdefault(("evaluation-costs", ctx.device, str(dtype)), EvaluationCosts())
+    first = None if start is None else image_to_tensor(start.resize(working[0].size, Image.Resampling.LANCZOS),
+                                                        ctx.device)
     result = run_engine(content, objective_at, settings, min_side=smallest, on_progress=report,
-                        should_stop=ctx.should_stop, costs=costs)
+                        should_stop=ctx.should_stop, costs=costs, start=first)
     # Every photo's own figures, at the working size, in full precision: where it started, what is saved.
     scorer = Objective(extractor, content, objectives[-1].style_targets, weights)
     initial = scorer.evaluate_each(initial_image(content, settings.init, settings.seed))
@@ -327,11 +330,16 @@ def size_for_memory(image: Image.Image, ctx: JobContext, size: int, photos: int 
 
 def stylize(image: Image.Image, ctx: JobContext) -> Image.Image:
     """Stylise at the preset's size (reduced to fit the memory limit); out of memory, retry at 3/4 of it."""
+    return refine(image, ctx, None)
+
+
+def refine(image: Image.Image, ctx: JobContext, start: Image.Image | None) -> Image.Image:
+    """The optimisation, from the photo (``start`` None) or from a fast preset's output at the working size."""
     size = size_for_memory(image, ctx, ctx.preset.size)
     smallest = min_side(ctx.preset.style_layers + ctx.preset.content_layers)
     while True:
         try:
-            return _stylize_together([image], [ctx], size)[0]
+            return _stylize_together([image], [ctx], size, start)[0]
         except Exception as error:
             if not is_out_of_memory(error) or size <= smallest:
                 raise
@@ -347,8 +355,8 @@ def stylize_batch(images: list[Image.Image], ctxs: list[JobContext]) -> list[Ima
     """Batch photos whose working sizes match; decline (photo by photo) otherwise or when memory runs out."""
     preset = ctxs[0].preset
     smallest = min_side(preset.style_layers + preset.content_layers)
-    if any(ctx.preset_name != ctxs[0].preset_name for ctx in ctxs):
-        return None
+    if any(ctx.preset_name != ctxs[0].preset_name for ctx in ctxs) or preset.engine != "optimize":
+        return None  # several presets, or a fast preset (one network pass per photo gains nothing from a batch)
     if len({resize_long_edge(image, preset.size, smallest).size for image in images}) != 1:
         return None
     limit = memory_limit_mb(ctxs[0].resources)

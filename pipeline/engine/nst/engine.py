@@ -224,6 +224,7 @@ def stylize(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     costs: EvaluationCosts | None = None,
+    start: torch.Tensor | None = None,
 ) -> StylizeResult:
     """Stylise ``content`` (B, 3, H, W) in [0, 1] at its own size, coarse-to-fine per ``settings``.
 
@@ -233,10 +234,15 @@ def stylize(
     With ``settings.time_budget``, ``costs`` holds the seconds per evaluation
     measured so far (the caller may keep it between photos, so the next one is
     planned with known costs from its start); the engine updates it.
+
+    ``start`` (same shape as ``content``) is where the optimisation begins instead
+    of ``settings.init``: a fast preset's network output (``engine: fast+refine``).
+    It is already a stylised image at the working size, so the coarse levels,
+    whose job is to find one, are skipped.
     """
     levels = [
         (scale, budget) for scale, budget in zip(settings.pyramid, settings.pyramid_iterations, strict=True)
-        if min(_level_shape(content, scale)) >= min_side
+        if min(_level_shape(content, scale)) >= min_side and start is None
     ] + [(1.0, settings.iterations)]
     shapes = [(*content.shape[:2], *_level_shape(content, scale)) for scale, _ in levels]
     # reserve: with several levels, the loss at the initial image is evaluated at the end (a forward pass)
@@ -257,12 +263,12 @@ def stylize(
         level_content = resample(content, shape)
         objective = objective_at(level_content)
         if previous is None:
-            start = initial_image(level_content, settings.init, settings.seed)
+            first = initial_image(level_content, settings.init, settings.seed) if start is None else start
         else:
             # Warm start: the photo at this level plus the coarse level's change, upsampled. Upsampling
             # the coarse result itself would blur away the photo's fine detail (and its content loss).
             coarse_content, coarse_result = previous
-            start = (level_content + resample_residual(coarse_result - coarse_content, shape)).clamp(0.0, 1.0)
+            first = (level_content + resample_residual(coarse_result - coarse_content, shape)).clamp(0.0, 1.0)
 
         def report(terms: LossTerms, level: int = level) -> None:
             nonlocal done
@@ -272,7 +278,7 @@ def stylize(
                 on_progress(Progress(done, max(total, done), terms, level, len(levels)))
 
         tracker = optimize(
-            objective, start, budget, history_size=settings.history_size, first_step=settings.first_step,
+            objective, first, budget, history_size=settings.history_size, first_step=settings.first_step,
             tolerance=settings.tolerance, window=settings.window, box=settings.box, on_evaluation=report,
             should_stop=should_stop, end_level=plan.evaluated if plan is not None else None,
         )

@@ -1,10 +1,10 @@
-"""Render photostyle's built-in style images.
+"""Render photostyle's drawn style images (``ink_wash``, ``cubist``).
 
 Why these images are generated
 ------------------------------
-Neural style transfer needs style images, and famous paintings (or their
-photographs) come with licensing questions.  Instead, photostyle draws its own
-style images procedurally.  Because the project's own code produces every
+Most bundled styles are public-domain paintings (see ``SOURCES.md``).  Two looks
+no painting in the bundle offers are drawn here instead: a monochrome ink wash
+and an angular, muted cubist one.  Because the project's own code produces every
 pixel, the images are licence-free and may be shipped with the project, and
 because every style is drawn from a fixed seed they are reproducible: the same
 code with the same Pillow (and numpy) version yields identical pixels.  Nothing depends on
@@ -26,7 +26,6 @@ The module can also be imported by path; ``STYLES`` lists the style names and
 
 from __future__ import annotations
 
-import colorsys
 import math
 import random
 import sys
@@ -57,15 +56,6 @@ def _clamp(value: float) -> int:
     return max(0, min(255, int(round(value))))
 
 
-def _mix(a: Color, b: Color, t: float) -> Color:
-    """Linear interpolation between two colours (t=0 gives a)."""
-    return (
-        _clamp(a[0] + (b[0] - a[0]) * t),
-        _clamp(a[1] + (b[1] - a[1]) * t),
-        _clamp(a[2] + (b[2] - a[2]) * t),
-    )
-
-
 def _scale(c: Color, factor: float) -> Color:
     """Brighten (factor > 1) or darken (factor < 1) a colour."""
     return (_clamp(c[0] * factor), _clamp(c[1] * factor), _clamp(c[2] * factor))
@@ -80,22 +70,10 @@ def _jitter(rng: random.Random, c: Color, amount: int) -> Color:
     )
 
 
-def _hue_shift(c: Color, shift: float, sat: float = 1.0, val: float = 1.0) -> Color:
-    """Rotate the hue of a colour by ``shift`` turns and scale its S and V."""
-    h, s, v = colorsys.rgb_to_hsv(c[0] / 255, c[1] / 255, c[2] / 255)
-    r, g, b = colorsys.hsv_to_rgb((h + shift) % 1.0, min(1.0, s * sat), min(1.0, v * val))
-    return (_clamp(r * 255), _clamp(g * 255), _clamp(b * 255))
-
-
 def _noise(rng: random.Random, size: int, cells: int) -> Image.Image:
     """Smooth value noise: ``cells`` x ``cells`` random bytes scaled up to ``size``."""
     small = Image.frombytes("L", (cells, cells), rng.randbytes(cells * cells))
     return small.resize((size, size), Image.Resampling.BICUBIC)
-
-
-def _noise_array(rng: random.Random, size: int, cells: int) -> np.ndarray:
-    """Value noise as a float array in -1..1."""
-    return np.asarray(_noise(rng, size, cells), dtype=np.float32) / 127.5 - 1.0
 
 
 def _finish(img: Image.Image) -> Image.Image:
@@ -108,44 +86,6 @@ def _finish(img: Image.Image) -> Image.Image:
 def _to_image(arr: np.ndarray) -> Image.Image:
     """Convert a float HxWx3 array (0..255) into an RGB image."""
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
-
-
-def _voronoi(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest-seed label, distance to that seed and distance to the cell edge.
-
-    The edge distance is the exact distance to the bisector between the
-    nearest and second-nearest seed, so lines drawn with it have even width.
-    The image is processed in blocks; a block only considers the seeds that
-    can be nearest or second nearest to one of its pixels.
-    """
-    block = 32
-    assert size % block == 0, "size must be a multiple of the block size"
-    pts = points.astype(np.float64)
-    label = np.empty((size, size), dtype=np.int64)
-    dist = np.empty((size, size), dtype=np.float64)
-    edge = np.empty((size, size), dtype=np.float64)
-    half_diag = block / math.sqrt(2.0)
-    offs = np.arange(block, dtype=np.float64) + 0.5
-    for y0 in range(0, size, block):
-        for x0 in range(0, size, block):
-            centre = np.array([x0 + block / 2, y0 + block / 2])
-            to_centre = np.hypot(*(pts - centre).T)
-            reach = np.partition(to_centre, 1)[1] + 2 * half_diag
-            cand = np.flatnonzero(to_centre <= reach)
-            sub = pts[cand]
-            px = np.tile(x0 + offs, block)
-            py = np.repeat(y0 + offs, block)
-            d2 = (px[:, None] - sub[None, :, 0]) ** 2 + (py[:, None] - sub[None, :, 1]) ** 2
-            order = np.argsort(d2, axis=1, kind="stable")[:, :2]
-            idx = np.arange(len(px))
-            da, db = d2[idx, order[:, 0]], d2[idx, order[:, 1]]
-            first, second = cand[order[:, 0]], cand[order[:, 1]]
-            sep = np.hypot(*(pts[first] - pts[second]).T)
-            ys, xs = slice(y0, y0 + block), slice(x0, x0 + block)
-            label[ys, xs] = first.reshape(block, block)
-            dist[ys, xs] = np.sqrt(da).reshape(block, block)
-            edge[ys, xs] = ((db - da) / (2.0 * np.maximum(sep, 1e-9))).reshape(block, block)
-    return label, dist, edge
 
 
 def _bezier(p0: Point, p1: Point, p2: Point, steps: int) -> list[Point]:
@@ -177,187 +117,6 @@ def _tapered_polygon(curve: Sequence[Point], widths: Sequence[float]) -> list[Po
     left = _offset_curve(curve, [w / 2 for w in widths])
     right = _offset_curve(curve, [-w / 2 for w in widths])
     return left + right[::-1]
-
-
-# --------------------------------------------------------------------------
-# Mosaic
-# --------------------------------------------------------------------------
-
-MOSAIC_PALETTE: list[Color] = [
-    (22, 52, 150),    # cobalt
-    (0, 150, 165),    # turquoise
-    (236, 178, 24),   # gold
-    (196, 24, 48),    # crimson
-    (12, 128, 72),    # emerald
-    (242, 112, 20),   # orange
-    (98, 34, 138),    # purple
-    (230, 222, 196),  # marble white
-]
-
-
-def _mosaic_seeds(rng: random.Random, cell: float) -> list[Point]:
-    """Tile centres laid in rows that follow gentle waves (opus vermiculatum)."""
-    seeds: list[Point] = []
-    rows = int(SIZE / cell) + 6
-    for r in range(-3, rows):
-        x = -cell + rng.uniform(0, cell)
-        while x < SIZE + cell:
-            y = r * cell + 24.0 * math.sin(x / 70.0 + r * 0.12) + rng.uniform(-0.2, 0.2) * cell
-            seeds.append((x, y))
-            x += cell * rng.uniform(0.75, 1.3)
-    return seeds
-
-
-def _mosaic_colour(rng: random.Random, x: float, y: float, row_phase: float) -> Color:
-    """Colour of the tile at (x, y): bands of colour along the waves, plus accents."""
-    wave = y - 24.0 * math.sin(x / 70.0 + row_phase)
-    band = wave / 36.0 + 0.7 * math.sin(x / 110.0 + y / 300.0)
-    idx = int(math.floor(band)) % (len(MOSAIC_PALETTE) - 1)
-    if rng.random() < 0.06:
-        idx = rng.randrange(len(MOSAIC_PALETTE))
-    base = MOSAIC_PALETTE[idx]
-    return _scale(_jitter(rng, base, 14), rng.uniform(0.82, 1.12))
-
-
-def mosaic() -> Image.Image:
-    """Irregular saturated tesserae in wavy rows, separated by light grout."""
-    rng = random.Random(1001)
-    cell = 17.0
-    seeds = _mosaic_seeds(rng, cell)
-    colours = np.array(
-        [_mosaic_colour(rng, x, y, (y / cell) * 0.12) for x, y in seeds], dtype=np.float32
-    )
-    label, _, edge = _voronoi(np.array(seeds), SIZE)
-    pts = np.array(seeds, dtype=np.float32)
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
-    # Each tile is lit from the top left and slightly bevelled at its rim.
-    tilt = ((xs - pts[label, 0]) * -0.6 + (ys - pts[label, 1]) * -0.8) / cell
-    bevel = 0.78 + 0.22 * np.clip(edge / 3.5, 0, 1)
-    grain = _noise_array(rng, SIZE, 170) * 0.05
-    shade = (1.0 + 0.22 * tilt + grain) * bevel
-    tiles = colours[label] * shade[..., None]
-    grout_tone = 214 + 16 * _noise_array(rng, SIZE, 90)
-    grout = np.stack([grout_tone, grout_tone * 0.97, grout_tone * 0.9], axis=-1)
-    cover = np.clip(edge - 1.3, 0, 1)[..., None]
-    return _to_image(tiles * cover + grout * (1 - cover))
-
-
-# --------------------------------------------------------------------------
-# Pointillism
-# --------------------------------------------------------------------------
-
-
-def _scene_colour(x: float, y: float) -> Color:
-    """Underlying landscape (sky, sun, river, meadow, tree) in unit coordinates."""
-    sun_d = math.hypot(x - 0.72, y - 0.24)
-    if sun_d < 0.07:
-        return (255, 226, 92)
-    tree_d = math.hypot((x - 0.22) / 0.2, (y - 0.36) / 0.24)
-    if tree_d < 1.0 + 0.08 * math.sin(9 * math.atan2(y - 0.36, x - 0.22)):
-        return _mix((40, 110, 45), (20, 70, 40), min(1.0, tree_d))
-    if 0.2 < x < 0.245 and 0.5 < y < 0.8:
-        return (110, 70, 40)
-    horizon = 0.56 + 0.03 * math.sin(x * 7.0)
-    if y < horizon:
-        t = y / horizon
-        if t < 0.6:
-            sky = _mix((55, 105, 215), (175, 140, 220), t / 0.6)
-        else:
-            sky = _mix((175, 140, 220), (255, 175, 105), (t - 0.6) / 0.4)
-        return _mix(sky, (255, 215, 110), max(0.0, 0.16 - sun_d) * 4.0)
-    if y < 0.74 + 0.05 * math.sin(x * 4.0 + 1.0):
-        reach = 0.07 - 0.08 * (y - horizon)
-        if abs(x - 0.72 + 0.02 * math.sin(y * 90)) < reach and math.sin(y * 140.0) > -0.2:
-            return (250, 200, 90)
-        return _mix((30, 90, 180), (60, 140, 200), (y - horizon) * 4.0)
-    return _mix((90, 160, 50), (40, 110, 40), (y - 0.74) / 0.26)
-
-
-def _dot_colour(rng: random.Random, base: Color) -> Color:
-    """Divisionist colour choice: the local colour, a neighbour hue or its complement."""
-    roll = rng.random()
-    if roll < 0.16:
-        return _hue_shift(base, 0.5, sat=1.3, val=rng.uniform(0.8, 1.1))
-    if roll < 0.55:
-        return _hue_shift(base, rng.choice((-1, 1)) * rng.uniform(0.05, 0.12), sat=1.2)
-    if roll < 0.65:
-        return _mix(base, (255, 250, 235), rng.uniform(0.3, 0.6))
-    return _jitter(rng, _hue_shift(base, 0.0, sat=1.25), 18)
-
-
-def pointillism() -> Image.Image:
-    """Seurat-like landscape built from dense dots of complementary colours."""
-    rng = random.Random(2002)
-    img = Image.new("RGB", (SIZE * SS, SIZE * SS), (238, 230, 212))
-    draw = ImageDraw.Draw(img)
-    for radius, count in ((8.0, 2000), (6.0, 4000), (4.2, 7000), (2.8, 7000)):
-        for _ in range(count):
-            x, y = rng.random(), rng.random()
-            r = radius * rng.uniform(0.7, 1.3) * SS
-            rx, ry = r * rng.uniform(0.85, 1.15), r * rng.uniform(0.85, 1.15)
-            cx, cy = x * SIZE * SS, y * SIZE * SS
-            draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry),
-                         fill=_dot_colour(rng, _scene_colour(x, y)))
-    return _finish(img)
-
-
-# --------------------------------------------------------------------------
-# Stained glass
-# --------------------------------------------------------------------------
-
-GLASS_PALETTE: list[Color] = [
-    (210, 20, 40),    # ruby
-    (20, 70, 200),    # cobalt
-    (20, 160, 70),    # emerald
-    (250, 180, 20),   # amber
-    (130, 40, 170),   # violet
-    (20, 170, 200),   # turquoise
-    (245, 110, 20),   # orange
-    (240, 230, 150),  # pale yellow
-]
-
-
-def _rose_seeds(rng: random.Random) -> tuple[list[Point], list[Color]]:
-    """Seeds and colours of a symmetric rose window with random glass around it."""
-    c = SIZE / 2
-    seeds: list[Point] = [(c, c)]
-    colours: list[Color] = [(250, 220, 90)]
-    rings = ((32, 6, 0.0), (72, 12, 0.5), (118, 12, 0.0), (160, 24, 0.25), (205, 24, 0.75))
-    for k, (radius, count, phase) in enumerate(rings):
-        a_col = GLASS_PALETTE[(3 * k + 1) % len(GLASS_PALETTE)]
-        b_col = GLASS_PALETTE[(3 * k + 4) % len(GLASS_PALETTE)]
-        for i in range(count):
-            ang = 2 * math.pi * (i + phase) / count
-            seeds.append((c + radius * math.cos(ang), c + radius * math.sin(ang)))
-            colours.append(a_col if i % 2 == 0 else b_col)
-    for _ in range(70):  # spandrels outside the rose: free-form glass
-        x, y = rng.uniform(-20, SIZE + 20), rng.uniform(-20, SIZE + 20)
-        if math.hypot(x - c, y - c) > 250:
-            seeds.append((x, y))
-            colours.append(rng.choice(GLASS_PALETTE[:3] + GLASS_PALETTE[4:6]))
-    return seeds, colours
-
-
-def stained_glass() -> Image.Image:
-    """Rose window: glowing translucent panes held by thick dark lead cames."""
-    rng = random.Random(3003)
-    seeds, colours = _rose_seeds(rng)
-    label, dist, edge = _voronoi(np.array(seeds), SIZE)
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
-    ring = np.abs(np.hypot(xs - SIZE / 2, ys - SIZE / 2) - 238.0)
-    edge = np.minimum(edge, ring)  # circular lead around the rose
-    glow = 1.35 - 0.65 * np.clip(dist / (dist + edge + 1e-6) * 1.6, 0, 1)
-    mottle = 1.0 + 0.22 * _noise_array(rng, SIZE, 24) + 0.1 * _noise_array(rng, SIZE, 96)
-    streak = Image.frombytes("L", (SIZE // 2, 8), rng.randbytes(SIZE // 2 * 8))
-    streaks = np.asarray(streak.resize((SIZE, SIZE), Image.Resampling.BICUBIC), np.float32)
-    shade = glow * mottle * (0.9 + 0.2 * streaks / 255.0)
-    glass = np.array(colours, dtype=np.float32)[label] * shade[..., None]
-    glass = glass + np.clip(shade - 1.15, 0, 1)[..., None] * 220  # bright highlights
-    lead_w = 4.2
-    lead_tone = 26 + 30 * np.clip(1 - np.abs(edge - lead_w * 0.45) / 1.2, 0, 1)
-    lead = np.stack([lead_tone, lead_tone * 0.95, lead_tone * 0.9], axis=-1)
-    cover = np.clip(edge - lead_w, 0, 1)[..., None]
-    return _to_image(glass * cover + lead * (1 - cover))
 
 
 # --------------------------------------------------------------------------
@@ -556,123 +315,6 @@ def ink_wash() -> Image.Image:
 
 
 # --------------------------------------------------------------------------
-# Swirls
-# --------------------------------------------------------------------------
-
-VORTICES: list[tuple[float, float, float, float]] = [
-    # (x, y, strength, radius) in pixels; negative strength turns clockwise
-    (190.0, 190.0, 1.6, 120.0),
-    (370.0, 120.0, -1.1, 80.0),
-    (110.0, 380.0, -1.0, 90.0),
-    (380.0, 360.0, 1.2, 100.0),
-]
-STARS: list[tuple[float, float, float]] = [
-    (420.0, 80.0, 38.0), (190.0, 190.0, 26.0), (70.0, 90.0, 16.0),
-    (300.0, 250.0, 14.0), (460.0, 250.0, 18.0), (260.0, 60.0, 12.0),
-]
-SKY_BLUES: list[Color] = [(18, 36, 100), (32, 68, 160), (60, 110, 200), (110, 160, 220), (40, 90, 130)]
-STAR_YELLOWS: list[Color] = [(245, 205, 60), (252, 232, 130), (225, 165, 35), (250, 245, 210)]
-
-
-def _flow(x: float, y: float) -> Point:
-    """Unit direction of the swirling flow field at (x, y)."""
-    vx, vy = 1.0, 0.35 * math.sin(x / 60.0 + y / 90.0)
-    for cx, cy, strength, radius in VORTICES:
-        dx, dy = x - cx, y - cy
-        fall = strength * math.exp(-(dx * dx + dy * dy) / (radius * radius)) * 3.0
-        r = math.hypot(dx, dy) + 1e-6
-        vx += -dy / r * fall
-        vy += dx / r * fall
-    n = math.hypot(vx, vy) or 1.0
-    return vx / n, vy / n
-
-
-def _star_glow(x: float, y: float) -> float:
-    """How strongly the point is lit by a star (0..1)."""
-    glow = 0.0
-    for sx, sy, r in STARS:
-        d = math.hypot(x - sx, y - sy)
-        glow = max(glow, math.exp(-((d / (r * 1.9)) ** 2)))
-    return glow
-
-
-def _swirl_colour(rng: random.Random, x: float, y: float) -> Color:
-    """Blue sky strokes, yellow near stars, lighter in the swirling bands."""
-    if rng.random() < _star_glow(x, y):
-        return _jitter(rng, rng.choice(STAR_YELLOWS), 12)
-    band = 0.5 + 0.5 * math.sin(x / 45.0 + 2.2 * math.sin(y / 70.0))
-    idx = min(len(SKY_BLUES) - 1, int(band * 4.2 + rng.uniform(-0.8, 0.8)))
-    colour = SKY_BLUES[max(0, idx)]
-    if rng.random() < 0.05:
-        colour = rng.choice(STAR_YELLOWS)
-    return _jitter(rng, colour, 14)
-
-
-def _flow_stroke(rng: random.Random, x: float, y: float, steps: int, step: float) -> list[Point]:
-    """Trace a short curved stroke along the flow field."""
-    pts = [(x, y)]
-    for _ in range(steps):
-        dx, dy = _flow(x, y)
-        x, y = x + dx * step, y + dy * step
-        pts.append((x, y))
-    return pts
-
-
-def _star_rings(draw: ImageDraw.ImageDraw, rng: random.Random) -> None:
-    """Concentric ring strokes around each star, with a bright core."""
-    s = SS
-    for sx, sy, r in STARS:
-        rad = r * 1.5
-        while rad > 2:
-            colour = STAR_YELLOWS[int(rad) % len(STAR_YELLOWS)]
-            start = rng.uniform(0, 360)
-            for k in range(4):
-                a0 = start + k * 90 + rng.uniform(-10, 10)
-                box = (s * (sx - rad), s * (sy - rad), s * (sx + rad), s * (sy + rad))
-                draw.arc(box, a0, a0 + rng.uniform(55, 80), fill=_jitter(rng, colour, 15), width=int(3.5 * s))
-            rad -= rng.uniform(3.5, 5.0)
-        draw.ellipse((s * (sx - 3), s * (sy - 3), s * (sx + 3), s * (sy + 3)), fill=(255, 250, 225))
-
-
-def _cypress(draw: ImageDraw.ImageDraw, rng: random.Random) -> None:
-    """A dark flame-like cypress made of flickering upward strokes."""
-    s = SS
-    for _ in range(900):
-        t = rng.random()
-        y = 200 + t * 330
-        half = 8 + t * 42
-        x = 70 + rng.uniform(-half, half) + 8 * math.sin(y / 25.0)
-        ln = rng.uniform(12, 26)
-        lean = rng.uniform(-0.35, 0.35) - (x - 70) / 120.0
-        pts = [(x * s, y * s), ((x + lean * ln * 0.5 + rng.uniform(-2, 2)) * s, (y - ln * 0.5) * s),
-               ((x + lean * ln) * s, (y - ln) * s)]
-        colour = _jitter(rng, rng.choice([(20, 40, 30), (35, 60, 40), (15, 25, 35), (60, 80, 50)]), 10)
-        draw.line(pts, fill=colour, width=int(rng.uniform(2.5, 4.5) * s), joint="curve")
-
-
-def swirls() -> Image.Image:
-    """Van Gogh-like night sky: short curved strokes following a swirling flow."""
-    rng = random.Random(5005)
-    s = SS
-    img = Image.new("RGB", (SIZE * s, SIZE * s), (20, 35, 85))
-    draw = ImageDraw.Draw(img)
-    for width, count in ((6.0, 2600), (4.5, 4200), (3.0, 4200)):
-        for _ in range(count):
-            x, y = rng.uniform(-10, SIZE + 10), rng.uniform(-10, SIZE + 10)
-            pts = _flow_stroke(rng, x, y, rng.randint(4, 8), rng.uniform(2.5, 4.0))
-            colour = _swirl_colour(rng, x, y)
-            w = width * rng.uniform(0.8, 1.2)
-            draw.line([(px * s, py * s) for px, py in pts], fill=colour, width=int(w * s), joint="curve")
-            if rng.random() < 0.35:
-                hi = _scale(colour, 1.3)
-                draw.line([(px * s + 1, py * s - 1) for px, py in pts[1:-1]] or [(x * s, y * s)] * 2,
-                          fill=hi, width=max(1, int(w * s * 0.3)))
-    _star_rings(draw, rng)
-    _cypress(draw, rng)
-    return _finish(img)
-
-
-# --------------------------------------------------------------------------
 # Cubist
 # --------------------------------------------------------------------------
 
@@ -825,17 +467,13 @@ def cubist() -> Image.Image:
 # --------------------------------------------------------------------------
 
 RENDERERS: dict[str, Callable[[], Image.Image]] = {
-    "mosaic": mosaic,
-    "pointillism": pointillism,
-    "stained_glass": stained_glass,
     "ink_wash": ink_wash,
-    "swirls": swirls,
     "cubist": cubist,
 }
 """Style name -> function drawing it; the name is also the PNG file stem."""
 
 STYLES: tuple[str, ...] = tuple(RENDERERS)
-"""Names of all built-in styles."""
+"""Names of all drawn styles."""
 
 
 def render(name: str) -> Image.Image:

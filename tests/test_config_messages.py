@@ -168,4 +168,4 @@ def test_the_readme_plugin_snippet_merged_as_it_says_is_accepted(tmp_path: Path)
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     presets = load_app(config).config.presets
     assert presets["old_photo"].sepia.strength == 0.8
-    assert presets["stained_glass"].style_weight == 1000.0  # the tuned presets keep their settings
+    assert presets["ink_wash"].style_weight == 10000.0  # the tuned presets keep their settings

@@ -62,7 +62,7 @@ class TrainingOptions:
     fresh: bool = False
     crop: int = 256
     batch: int = 4
-    width: float = 0.5
+    width: float = 1.0
     learning_rate: float = 1e-3
     checkpoint_every: int = 25
     validate_every: int = 50

@@ -26,8 +26,8 @@ class TrainingRequest:
     crop: int = 256
     batch: int = 4
     learning_rate: float = 1e-3
-    width: float = 0.5
-    residual_blocks: int = 5
+    width: float = 1.0
+    residual_blocks: int = 4
     seed: int = 0
     checkpoint: bytes | None = field(default=None, repr=False)  # resume from here
     checkpoint_every: int = 25  # steps

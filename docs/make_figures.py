@@ -6,8 +6,8 @@ the working size, the output encoding and, if given, the weights; so they can be
 remade after any change to the engine, the styles or the presets::
 
     python docs/make_figures.py --weights /path/to/vgg19.pth          # the README's figures
-    python docs/make_figures.py --weights W --photo night.jpg --presets swirls \\
-        --colour swirls --modes none histogram luminance luminance_after --size 320 --out /tmp/figures
+    python docs/make_figures.py --weights W --photo night.jpg --presets starry_night \\
+        --colour starry_night --modes histogram luminance --size 320 --out figures-night
 
 It prints, for the photo and each result, the mean ± spread of CIE a* and b* over
 the image: whether colour preservation kept the photo's palette, as a number.
@@ -42,7 +42,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", help="VGG19 weights (model.weights), if not the config's")
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO, help="the photo (default: the astronaut)")
     parser.add_argument("--presets", nargs="*", help="presets to draw (default: every preset in the config)")
-    parser.add_argument("--colour", default="swirls", help="preset drawn again with colour preservation")
+    parser.add_argument("--colour", default="starry_night",
+                        help="preset drawn again with colour preservation ('' for none)")
     parser.add_argument("--modes", nargs="*", default=["histogram"], help="preserve_color modes for --colour")
     parser.add_argument("--size", type=int, default=256, help="working size (long edge, px)")
     parser.add_argument("--quality", type=int, default=80, help="JPEG quality of the figures")

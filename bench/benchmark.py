@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--weights", required=True, help="VGG19 state dict with trained filters")
     parser.add_argument("--photo", required=True)
     parser.add_argument("--style", help="style image (default: the preset's)")
-    parser.add_argument("--preset", default="swirls", help="bundled preset whose settings are used")
+    parser.add_argument("--preset", default="starry_night", help="bundled preset whose settings are used")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="override the preset's")

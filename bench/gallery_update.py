@@ -28,7 +28,7 @@ def _result(outbox: Path, index: int) -> Path:
     record = {
         "sidecar_format": 1, "photostyle": "bench", "job_id": f"{index:012x}", "preset": "tiny",
         "input": f"/inbox/photo{index:06d}.jpg", "output": str(output), "seconds": 12.5,
-        "settings": {"style": "/styles/swirls.png", "size": 512, "iterations": 300, "padding": "x" * 1500},
+        "settings": {"style": "/styles/starry_night.jpg", "size": 512, "iterations": 300, "padding": "x" * 1500},
         "report": {"engine": {"name": "vgg19", "device": "cpu"}, "loss": {"initial": {}, "final": {}}},
         "created": f"2030-01-01T00:00:00.{index:06d}+00:00",
     }

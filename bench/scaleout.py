@@ -65,7 +65,7 @@ def write_config(folder: Path, args: argparse.Namespace, workers: int | None) ->
     data = {
         "device": "cpu", "model": {"weights": args.weights}, "default_preset": "bench",
         "plugins": {"disabled": ["gallery"]}, "executor": executor,
-        "presets": {"bench": {"style": str(REPO / "styles" / "mosaic.png"), "size": args.size,
+        "presets": {"bench": {"style": str(REPO / "styles" / "starry_night.jpg"), "size": args.size,
                               "iterations": args.iterations, "precision": "fp32",
                               "schedule": {"pyramid": [], "pyramid_iterations": [], "tolerance": 0}}},
     }

@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True)
     parser.add_argument("--photo", required=True)
-    parser.add_argument("--style", default=str(REPO / "styles" / "swirls.png"))
+    parser.add_argument("--style", default=str(REPO / "styles" / "starry_night.jpg"))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--style-weight", type=float, default=1e6)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")

@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True)
     parser.add_argument("--photo", required=True)
-    parser.add_argument("--preset", default="swirls")
+    parser.add_argument("--preset", default="starry_night")
     parser.add_argument("--style", help="style image (default: the preset's)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=4)

@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--weights", required=True)
     parser.add_argument("--photo", required=True)
     parser.add_argument("--style", help="style image (default: the preset's)")
-    parser.add_argument("--preset", default="swirls", help="bundled preset whose settings are used")
+    parser.add_argument("--preset", default="starry_night", help="bundled preset whose settings are used")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--fractions", type=int, nargs="+", default=list(FRACTIONS), help="budgets of 1/N")
     parser.add_argument("--shares", type=float, nargs="+", default=[],

@@ -156,6 +156,12 @@ def test_fast_renders_at_the_photos_own_size_and_a_stale_model_is_not_used(
     assert main(["process", str(photo), "-c", str(config), "--json", "-o", str(tmp_path / "out3")]) == 0
     assert json.loads(capsys.readouterr().out)["fast"]["engine"] == "fast"
 
+    document["limits"] = {"max_output_pixels": 3000}  # 120 × 90 = 10800: rendered at 63 × 47, said so
+    config.write_text(yaml.safe_dump(document))
+    assert main(["process", str(photo), "-c", str(config), "--json", "-o", str(tmp_path / "out4")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["fast"]["size"] == [63, 47] and "over limits.max_output_pixels" in record["warnings"][0]
+
 
 def test_fast_without_a_model_falls_back_with_one_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                          caplog: pytest.LogCaptureFixture) -> None:

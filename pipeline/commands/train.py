@@ -171,11 +171,15 @@ class _Interrupt:
             signal.signal(sig, handler)
 
 
-def _eta(progress: TrainingProgress, began: float, first_step: int) -> str:
+def _eta(progress: TrainingProgress, began: float, first_step: int, budget: float | None) -> str:
+    """Time left: to the last step at this run's pace, or to the end of ``--minutes`` if that comes first."""
     done = progress.step - first_step
     if done <= 0:
         return ""
-    left = (time.monotonic() - began) / done * (progress.steps - progress.step)
+    elapsed = time.monotonic() - began
+    left = elapsed / done * (progress.steps - progress.step)
+    if budget is not None:
+        left = min(left, max(0.0, budget - elapsed))
     return f" eta {int(left // 60)}:{int(left % 60):02d}"
 
 
@@ -214,7 +218,7 @@ def train(app: App, preset: str, options: TrainingOptions) -> str:
             first[0] = progress.step - 1
             bar.update(progress.step - 1 - bar.n)
         validation_text = "" if progress.validation is None else f" val {progress.validation:.4g}"
-        line = f"loss {progress.loss:.4g}{validation_text}{_eta(progress, began, first[0])}"
+        line = f"loss {progress.loss:.4g}{validation_text}{_eta(progress, began, first[0], request.seconds)}"
         bar.set_postfix_str(line, refresh=False)
         bar.update(progress.step - bar.n)
         if bar.disable and time.monotonic() - logged[0] >= LOG_EVERY:  # no terminal (a log file, journald)

@@ -6,6 +6,7 @@ Tiny sizes and seeded random weights: these check behaviour, not pictures
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -94,6 +95,19 @@ def test_train_writes_the_model_and_its_sidecar(tmp_path: Path, capsys: pytest.C
     assert record["curves"]["validation"][-1][0] == 4
     assert len(record["photos"]["training"]) == 2 and len(record["photos"]["validation"]) == 1
     assert record["objective"]["preset"]["style_weight"] == 1e6 and "weights" in record["objective"]["model"]
+
+
+def test_training_keeps_at_most_max_photos_the_first_by_content_hash(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.app import load_app
+    from pipeline.commands import train
+
+    config = _project(tmp_path, photos=5)
+    monkeypatch.setattr(train, "MAX_PHOTOS", 3)
+    photos, where = train.gather_photos(load_app(config), ())
+    every = sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in (config.parent / "processed").iterdir())
+    assert [photo.sha256 for photo in photos] == every[:3]
+    assert "kept the first 3 of 5 by content hash" in where
 
 
 def test_a_run_killed_mid_training_resumes_with_the_steps_it_would_have_taken(tmp_path: Path) -> None:

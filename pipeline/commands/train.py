@@ -51,6 +51,10 @@ log = logging.getLogger("photostyle")
 BUNDLED_PHOTOS = Path(__file__).resolve().parent.parent / "training_photos"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 HOLD_OUT_EVERY = 8  # one photo in this many is kept for validation
+# Photos kept in memory for a run (each as its file and as a float tensor at the preset's size, ~3 MB at
+# 512 px): a processed/ folder of years stays within about 1 GB. Which ones: the first by content hash,
+# so the same folder gives the same set (and a checkpoint of it stays resumable).
+MAX_PHOTOS = 200
 LOG_EVERY = 30.0  # seconds between progress lines in the log when there is no terminal for the bar
 
 
@@ -85,6 +89,7 @@ def gather_photos(app: App, extra: tuple[Path, ...]) -> tuple[list[Photo], str]:
     """The training photos (each file once, by content) and where they came from, in a few words."""
     found: dict[str, Photo] = {}
     sources = []
+    seen = 0  # photos left out beyond MAX_PHOTOS
     for folder in (app.config.processed, *extra):
         if not folder.is_dir():
             if folder in extra:
@@ -103,6 +108,9 @@ def gather_photos(app: App, extra: tuple[Path, ...]) -> tuple[list[Photo], str]:
                 continue
             digest = hashlib.sha256(data).hexdigest()
             found.setdefault(digest, Photo(str(path), data, digest))
+            if len(found) > MAX_PHOTOS:  # keep only the first by hash in memory, not every file read
+                seen += 1
+                del found[max(found)]
         sources.append(f"{len(found) - before} from {folder}")
     if not found:
         for path in _photo_files(BUNDLED_PHOTOS):
@@ -110,6 +118,8 @@ def gather_photos(app: App, extra: tuple[Path, ...]) -> tuple[list[Photo], str]:
             digest = hashlib.sha256(data).hexdigest()
             found.setdefault(digest, Photo(f"bundled/{path.name}", data, digest))
         sources = [f"none of your own yet: the {len(found)} bundled public-domain photos"]
+    if seen:
+        sources.append(f"kept the first {MAX_PHOTOS} of {MAX_PHOTOS + seen} by content hash")
     return sorted(found.values(), key=lambda photo: photo.sha256), "; ".join(sources)
 
 

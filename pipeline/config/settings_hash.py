@@ -81,7 +81,11 @@ def objective_document(config: Any, preset_name: str) -> dict[str, Any]:
                                           "pooling": config.model.pooling}}
 
 
+def document_hash(document: dict[str, Any]) -> str:
+    """A short name for an :func:`objective_document`: a model trained under another is stale."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def objective_hash(config: Any, preset_name: str) -> str:
-    """A short name for :func:`objective_document`: a model trained under another is stale."""
-    encoded = json.dumps(objective_document(config, preset_name), sort_keys=True, default=str).encode()
-    return hashlib.sha256(encoded).hexdigest()[:16]
+    """The hash of the preset's objective as configured now (see :func:`objective_document`)."""
+    return document_hash(objective_document(config, preset_name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.config.settings_hash import objective_document, objective_hash
+from pipeline.config.settings_hash import document_hash, objective_document
 from pipeline.engine.fast.model_files import ModelFiles, problem, read_sidecar
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,8 @@ def model_states(config: Any) -> dict[str, dict[str, Any]]:
         files = ModelFiles.of(config.state, name)
         if engine == "optimize" and not files.sidecar.is_file():
             continue
-        reason = problem(files, objective_document(config, name), objective_hash(config, name))
+        document = objective_document(config, name)
+        reason = problem(files, document, document_hash(document))
         state: dict[str, Any] = {"engine": engine, "model": "current" if reason is None else reason}
         sidecar = read_sidecar(files)
         if sidecar is not None:

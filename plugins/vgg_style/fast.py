@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pipeline.config.settings_hash import objective_document, objective_hash
+from pipeline.config.settings_hash import document_hash, objective_document
 from pipeline.engine.fast import tiling
 from pipeline.engine.fast.model_files import ModelFiles
 from pipeline.engine.fast.network import NetworkShape, TransformNet
@@ -110,17 +110,17 @@ def current_model(ctx: JobContext) -> tuple[TransformNet, dict[str, Any]]:
     """The preset's network, loaded once per worker while its file stays the same; ModelUnavailable if none is current."""
     files = ModelFiles.of(ctx.config.state, ctx.preset_name)
     document = objective_document(ctx.config, ctx.preset_name)
-    net, sidecar = None, None
+    digest = document_hash(document)
     key = ("fast-model", ctx.preset_name, ctx.device)
     cached = ctx.cache.get(key)
     try:
         stamp = files.sidecar.stat().st_mtime_ns
     except OSError:
         stamp = None
-    if cached is not None and cached[0] == stamp and cached[1] == objective_hash(ctx.config, ctx.preset_name):
+    if cached is not None and cached[0] == stamp and cached[1] == digest:
         return cached[2], cached[3]
-    net, sidecar = load_current(files, document, objective_hash(ctx.config, ctx.preset_name), ctx.device)
-    ctx.cache[key] = (stamp, sidecar["objective_hash"], net, sidecar)
+    net, sidecar = load_current(files, document, digest, ctx.device)
+    ctx.cache[key] = (stamp, digest, net, sidecar)
     return net, sidecar
 
 

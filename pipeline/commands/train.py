@@ -38,7 +38,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.app import App
-from pipeline.config.settings_hash import objective_document, objective_hash
+from pipeline.config.settings_hash import document_hash, objective_document
 from pipeline.engine.fast.model_files import FORMAT, ModelFiles
 from pipeline.errors import ConfigError
 from pipeline.files.fileops import staging_folder, use_staging_folder, write_bytes_atomic, write_text_atomic
@@ -131,14 +131,14 @@ def split(photos: list[Photo]) -> tuple[list[Photo], list[Photo]]:
     return [photo for photo in photos if photo not in held], held
 
 
-def _identity(app: App, preset: str, request: TrainingRequest) -> dict[str, Any]:
+def _identity(objective: str, request: TrainingRequest, training: list[Photo],
+              validation: list[Photo]) -> dict[str, Any]:
     """What a checkpoint must share with this run to be resumed."""
     settings = {key: value for key, value in asdict(request).items()
                 if key not in ("photos", "validation", "checkpoint", "steps", "seconds", "preset", "checkpoint_every",
                                "validate_every")}  # what changes the steps taken, not how often they are saved
-    return {"objective_hash": objective_hash(app.config, preset), "settings": settings,
-            "photos": [hashlib.sha256(data).hexdigest() for _, data in request.photos],
-            "validation": [hashlib.sha256(data).hexdigest() for _, data in request.validation]}
+    return {"objective_hash": objective, "settings": settings, "photos": [photo.sha256 for photo in training],
+            "validation": [photo.sha256 for photo in validation]}
 
 
 def _checkpoint_note(files: ModelFiles) -> Path:
@@ -211,7 +211,8 @@ def train(app: App, preset: str, options: TrainingOptions) -> str:
         steps=options.steps, seconds=None if options.minutes is None else options.minutes * 60, crop=options.crop,
         batch=options.batch, learning_rate=options.learning_rate, width=options.width,
         checkpoint_every=options.checkpoint_every, validate_every=options.validate_every)
-    identity = _identity(app, preset, request)
+    objective = objective_document(app.config, preset)  # as the run starts: what the model will be trained for
+    identity = _identity(document_hash(objective), request, training, validation)
     checkpoint, how = (None, "starting from scratch (--fresh)") if options.fresh else resumable(files, identity)
     log.info("%s: %s", preset, how)
     request = replace(request, checkpoint=checkpoint)
@@ -251,16 +252,16 @@ def train(app: App, preset: str, options: TrainingOptions) -> str:
                 model = Worker(app).train(request, callbacks)
         finally:
             bar.close()
-    return store_model(app, preset, files, model.data, model.info, training, validation, where)
+    return store_model(preset, objective, files, model.data, model.info, training, validation, where)
 
 
-def store_model(app: App, preset: str, files: ModelFiles, data: bytes, info: dict[str, Any],
+def store_model(preset: str, objective: dict[str, Any], files: ModelFiles, data: bytes, info: dict[str, Any],
                 training: list[Photo], validation: list[Photo], where: str) -> str:
     """Write the model, then its sidecar (the sidecar names the model's hash: it is what makes the model current)."""
     write_bytes_atomic(files.model, data)
     sidecar = {
         "format": FORMAT, "preset": preset, "model_sha256": hashlib.sha256(data).hexdigest(),
-        "objective_hash": objective_hash(app.config, preset), "objective": objective_document(app.config, preset),
+        "objective_hash": document_hash(objective), "objective": objective,
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info,
         "photos": {"source": where, "training": [{"name": p.name, "sha256": p.sha256} for p in training],
                    "validation": [{"name": p.name, "sha256": p.sha256} for p in validation]},

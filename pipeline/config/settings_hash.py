@@ -84,8 +84,3 @@ def objective_document(config: Any, preset_name: str) -> dict[str, Any]:
 def document_hash(document: dict[str, Any]) -> str:
     """A short name for an :func:`objective_document`: a model trained under another is stale."""
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def objective_hash(config: Any, preset_name: str) -> str:
-    """The hash of the preset's objective as configured now (see :func:`objective_document`)."""
-    return document_hash(objective_document(config, preset_name))
